@@ -1,0 +1,14 @@
+"""pgolf's command line: a thin Typer layer over `pgolf.stages`, one module per command."""
+
+from __future__ import annotations
+
+# Imported in pipeline order, which is the order `pgolf --help` lists them.
+from pgolf.cli import data, train, quantize, pack, evaluate, verify, run, report  # noqa: F401,I001  (register)
+from pgolf.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,19 @@
+"""`pgolf quantize`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pgolf.cli.app import app, not_implemented, user_errors
+
+
+@app.command("quantize", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def quantize_command(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Quantize a trained model to low-bit integer codes and scales."""
+    with user_errors():
+        not_implemented("quantize")

@@ -1,0 +1,37 @@
+"""Configuration of `pgolf data build`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgolf.config import check
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How to turn a text corpus into challenge shards.
+
+    corpus: corpus files in order (.jsonl, .jsonl.zst, .jsonl.gz, .txt); empty = the embedded corpus.
+    tokenizer: a SentencePiece .model; empty = train one (always for --train-tokenizer).
+    train_tokenizer: train a BPE with the official sp1024 settings on the training documents only.
+    vocab_size: vocabulary of a trained tokenizer.
+    val_docs: the first `val_docs` documents are the validation split, the rest train.
+    shard_tokens: tokens per shard file (the challenge uses 10^8).
+    tokenizer_max_sentences: lines the tokenizer trainer keeps (sampled beyond that).
+    """
+
+    corpus: tuple[str, ...] = ()
+    tokenizer: str = ""
+    train_tokenizer: bool = False
+    vocab_size: int = 1024
+    val_docs: int = 50
+    shard_tokens: int = 100_000_000
+    tokenizer_max_sentences: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        check(self.val_docs >= 1, "val_docs", "must be at least 1 (validation needs documents)")
+        check(self.shard_tokens >= 1, "shard_tokens", "must be positive")
+        check(260 <= self.vocab_size <= 65536, "vocab_size", "must be in [260, 65536]")
+        check(not (self.tokenizer and self.train_tokenizer), "tokenizer",
+              "cannot be combined with train_tokenizer (pick one)")
+        check(self.tokenizer_max_sentences >= 1000, "tokenizer_max_sentences", "must be at least 1000")

@@ -1,0 +1,301 @@
+"""`pgolf data build` and `pgolf data inspect`: corpus -> challenge shards + byte sidecar + manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pgolf import artifacts
+from pgolf.artifacts import Manifest
+from pgolf.config import to_dict
+from pgolf.data import bpb
+from pgolf.data.config import DataConfig
+from pgolf.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
+from pgolf.errors import DataError
+from pgolf.runtime import console
+from pgolf.runtime.env import code_info
+from pgolf.stages import corpus as corpus_io
+from pgolf.stages import shardio
+
+ENCODE_BATCH = 256
+JSON_KEYS = ("train_tokens", "val_tokens", "train_docs", "val_docs", "val_bytes", "val_bytes_lut",
+             "val_bytes_raw", "vocab_size", "files")
+
+
+# ----------------------------------------------------------------------------- tokenizer cache
+
+
+def cache_dir() -> Path:
+    """Where pgolf caches derived files (the embedded corpus's tokenizer): $PGOLF_CACHE_DIR or ~/.cache/pgolf."""
+    if os.environ.get("PGOLF_CACHE_DIR"):
+        return Path(os.environ["PGOLF_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pgolf"
+
+
+def _training_docs(cfg: DataConfig) -> Iterator[str]:
+    return itertools.islice(_documents(cfg), cfg.val_docs, None)
+
+
+def _documents(cfg: DataConfig) -> Iterator[str]:
+    if cfg.corpus:
+        return corpus_io.iter_documents(list(cfg.corpus))
+    return corpus_io.embedded_documents()
+
+
+def embedded_tokenizer(cfg: DataConfig) -> bytes:
+    """The embedded corpus's tokenizer (trained on its training documents), cached by corpus and settings."""
+    import sentencepiece
+
+    ident = corpus_io.embedded_identity()
+    key = hashlib.sha256(f"{ident['sha256']}|{cfg.vocab_size}|{cfg.val_docs}|{cfg.tokenizer_max_sentences}|"
+                         f"{sentencepiece.__version__}".encode()).hexdigest()[:16]
+    path = cache_dir() / f"tokenizer-embedded-{cfg.vocab_size}-{key}.model"
+    if path.is_file():
+        return path.read_bytes()
+    console.info(f"training the embedded corpus's tokenizer (vocab {cfg.vocab_size}); cached at {path}")
+    model = train_tokenizer(_training_docs(cfg), cfg.vocab_size, cfg.tokenizer_max_sentences)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.atomic_write_bytes(path, model)
+    return model
+
+
+def resolve_tokenizer(cfg: DataConfig) -> tuple[bytes, str]:
+    """(model bytes, provenance) for a data build."""
+    if cfg.tokenizer:
+        path = Path(cfg.tokenizer)
+        if not path.is_file():
+            raise DataError(f"tokenizer {path} does not exist", "pass --tokenizer PATH.model or --train-tokenizer")
+        return path.read_bytes(), f"file:{path}"
+    if cfg.train_tokenizer or cfg.corpus:
+        if not cfg.train_tokenizer:
+            raise DataError("a corpus was given without a tokenizer",
+                            "pass --tokenizer PATH.model, or --train-tokenizer --vocab-size N")
+        console.info(f"training a SentencePiece BPE tokenizer (vocab {cfg.vocab_size}) on the training documents")
+        return train_tokenizer(_training_docs(cfg), cfg.vocab_size, cfg.tokenizer_max_sentences), "trained"
+    return embedded_tokenizer(cfg), "trained:embedded"
+
+
+# ----------------------------------------------------------------------------- build
+
+
+class _SplitWriter:
+    """Buffers a split's tokens (and val byte counts) and flushes full shards, as upstream does."""
+
+    def __init__(self, root: Path, split: str, shard_tokens: int, with_bytes: bool):
+        self.root, self.split, self.shard_tokens, self.with_bytes = root, split, shard_tokens, with_bytes
+        self.tokens: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.fill = 0
+        self.index = 0
+        self.files: list[str] = []
+
+    def add(self, tokens: np.ndarray, counts: np.ndarray | None) -> None:
+        start = 0
+        while start < tokens.size:  # documents straddle shard boundaries
+            take = min(tokens.size - start, self.shard_tokens - self.fill)
+            self.tokens.append(tokens[start:start + take])
+            if self.with_bytes:
+                self.counts.append(counts[start:start + take])
+            self.fill += take
+            start += take
+            if self.fill == self.shard_tokens:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.fill == 0:
+            return
+        name = shardio.shard_name(self.split, self.index)
+        shardio.write_shard(self.root / name, np.concatenate(self.tokens))
+        self.files.append(name)
+        if self.with_bytes:
+            side = shardio.sidecar_name(self.index)
+            shardio.write_sidecar(self.root / side, np.concatenate(self.counts))
+            self.files.append(side)
+        self.tokens, self.counts, self.fill = [], [], 0
+        self.index += 1
+
+
+def _batches(docs: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(docs)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def build(cfg: DataConfig, out: str | Path, force: bool = False) -> Manifest:
+    """Tokenize the corpus into `out`: val = the first `val_docs` documents, train = the rest."""
+    t0 = time.time()
+    out = Path(out)
+    artifacts.check_output(out, "data", force)
+    for path in cfg.corpus:  # fail before any work on a path that cannot be read
+        corpus_io.check_corpus_path(Path(path))
+    model_bytes, tok_source = resolve_tokenizer(cfg)
+    sp = load_tokenizer(model_bytes, cfg.tokenizer or "the tokenizer")
+    vocab_size = sp.vocab_size()
+    if vocab_size > 65536:
+        raise DataError(f"the tokenizer's vocabulary ({vocab_size}) does not fit uint16 shards")
+    tables = bpb.build_byte_tables(sp)
+    pieces = bpb.build_piece_table(sp)
+
+    stats: dict[str, Any] = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0, val_bytes=0,
+                                 val_bytes_lut=0, val_bytes_raw=0, val_bytes_normalized=0)
+    check = dict(tokens_lut_vs_sidecar=0, docs_sidecar_vs_decode=0, docs_sidecar_vs_normalized=0, unknown_tokens=0)
+    val_hash = hashlib.sha256()
+    train_hash = hashlib.sha256()
+    corpus_hashes = [{"path": p, "sha256": artifacts.sha256_file(p)} for p in cfg.corpus if Path(p).is_file()]
+
+    with artifacts.stage_dir(out, "data", force=True) as work:
+        writers = {"val": _SplitWriter(work, "val", cfg.shard_tokens, True),
+                   "train": _SplitWriter(work, "train", cfg.shard_tokens, False)}
+        doc_index = 0
+        for texts in _batches(_documents(cfg), ENCODE_BATCH):
+            encoded = sp.encode(texts, out_type=int, num_threads=max(1, os.cpu_count() or 1))
+            for text, ids in zip(texts, encoded):
+                split = "val" if doc_index < cfg.val_docs else "train"
+                if split == "train" and writers["val"].fill:
+                    writers["val"].flush()  # no shard mixes splits
+                tokens = np.empty(len(ids) + 1, dtype=np.int64)
+                tokens[0] = BOS_ID
+                tokens[1:] = ids
+                if split == "val":
+                    lut = bpb.lut_stream_bytes(tables, tokens)
+                    side = bpb.decoded_byte_counts(pieces, tokens)
+                    decoded = len(sp.decode(ids).encode("utf-8"))
+                    normalized = bpb.normalized_text_bytes(sp, text)
+                    check["tokens_lut_vs_sidecar"] += int((lut != side).sum())
+                    check["docs_sidecar_vs_decode"] += int(side.sum() != decoded)
+                    check["docs_sidecar_vs_normalized"] += int(side.sum() != normalized)
+                    check["unknown_tokens"] += int((tokens == sp.unk_id()).sum())
+                    stats["val_bytes"] += int(side.sum())
+                    stats["val_bytes_lut"] += int(lut.sum())
+                    stats["val_bytes_raw"] += len(text.encode("utf-8"))
+                    stats["val_bytes_normalized"] += normalized
+                    writers["val"].add(tokens, side)
+                    val_hash.update(text.encode("utf-8") + b"\0")
+                else:
+                    writers["train"].add(tokens, None)
+                    train_hash.update(text.encode("utf-8") + b"\0")
+                stats[f"{split}_tokens"] += tokens.size
+                stats[f"{split}_docs"] += 1
+                doc_index += 1
+        writers["val"].flush()
+        writers["train"].flush()
+        if stats["val_docs"] < cfg.val_docs or stats["train_docs"] == 0:
+            raise DataError(f"the corpus has {doc_index} documents; --val-docs {cfg.val_docs} leaves "
+                            f"{stats['train_docs']} for training", "lower --val-docs or add documents")
+        artifacts.atomic_write_bytes(work / shardio.TOKENIZER_FILE, model_bytes)
+
+        consistent = (check["tokens_lut_vs_sidecar"] == 0 and check["docs_sidecar_vs_decode"] == 0
+                      and check["docs_sidecar_vs_normalized"] == 0 and bpb.has_standalone_space(sp))
+        check.update(standalone_space_piece=bpb.has_standalone_space(sp), consistent=consistent)
+        files = writers["val"].files + writers["train"].files + [shardio.TOKENIZER_FILE]
+        entries = [artifacts.file_entry(work, f, _file_format(f)) for f in files]
+        tok_sha = artifacts.sha256_bytes(model_bytes)
+        stats.update(vocab_size=vocab_size, files=len(files), bpb_check=check,
+                     val_doc_range=[0, stats["val_docs"]],
+                     train_doc_range=[stats["val_docs"], stats["val_docs"] + stats["train_docs"]],
+                     val_docs_sha256=val_hash.hexdigest(), train_docs_sha256=train_hash.hexdigest(),
+                     tokenizer_sha256=tok_sha, tokenizer_source=tok_source, bos_id=BOS_ID)
+        inputs = [{"kind": "corpus", "path": c["path"], "sha256": c["sha256"]} for c in corpus_hashes]
+        if not cfg.corpus:
+            ident = corpus_io.embedded_identity()
+            inputs = [{"kind": "corpus", "path": ident["name"], "sha256": ident["sha256"]}]
+        if cfg.tokenizer:
+            inputs.append({"kind": "tokenizer", "path": cfg.tokenizer, "sha256": tok_sha})
+        manifest = Manifest(kind="data", config=to_dict(cfg), inputs=inputs, files=entries, metrics=stats,
+                            timing={"build_s": round(time.time() - t0, 3)}, code=code_info(),
+                            env={"python": __import__("platform").python_version()})
+        artifacts.write_manifest(work, manifest)
+    if not consistent:
+        console.warn(_inconsistency(check))
+    return manifest
+
+
+def _file_format(name: str) -> str:
+    if name.startswith("fineweb_"):
+        return "challenge-shard"
+    if name.startswith("bytes_val_"):
+        return "pgolf-byte-sidecar"
+    return "sentencepiece-model"
+
+
+def _inconsistency(check: dict[str, Any]) -> str:
+    parts = []
+    if not check["standalone_space_piece"]:
+        parts.append("the tokenizer has no standalone '▁' piece (spaces fall back to byte pieces; bpb reads ~20% low)")
+    if check["tokens_lut_vs_sidecar"]:
+        parts.append(f"{check['tokens_lut_vs_sidecar']} val tokens differ between the lookup-table and decoded byte counts")
+    if check["docs_sidecar_vs_decode"]:
+        parts.append(f"{check['docs_sidecar_vs_decode']} val documents whose byte sidecar differs from sp.decode")
+    if check["docs_sidecar_vs_normalized"]:
+        parts.append(f"{check['docs_sidecar_vs_normalized']} val documents whose decoded bytes differ from the "
+                     "normalized text (lossy tokenizer: <unk> or invalid byte runs)")
+    return ("BPB denominator check failed: " + "; ".join(parts) +
+            ". val_bpb on this data is not challenge-comparable; `pgolf verify` will fail MET-2.")
+
+
+def summary(manifest: Manifest, out: Path) -> dict[str, Any]:
+    m = manifest.metrics
+    return {"out": str(out), **{k: m.get(k) for k in JSON_KEYS}, "bpb_check": m.get("bpb_check")}
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def inspect(path: str | Path, tokenizer: str | Path | None = None) -> dict[str, Any]:
+    """Counts, byte totals and a hash check of a data directory (pgolf-built or official shards)."""
+    data = shardio.resolve_data_dir(path, tokenizer)
+    report: dict[str, Any] = {"path": str(data.path), "manifest": data.manifest is not None, "missing": []}
+    val_paths = shardio.list_shards(data.path, "val")
+    train_paths = shardio.list_shards(data.path, "train")
+    vocab = None
+    sp = None
+    if data.tokenizer_path is not None:
+        sp = load_tokenizer(data.tokenizer_path.read_bytes(), str(data.tokenizer_path))
+        vocab = sp.vocab_size()
+    else:
+        report["missing"].append("tokenizer (pass --tokenizer): no vocab check, no lookup-table byte count")
+
+    train_tokens = sum(shardio.read_header(p) for p in train_paths)
+    val = shardio.load_val_tokens(data.path, vocab) if val_paths else np.zeros(0, np.uint16)
+    for p in train_paths:  # validates headers and, with a tokenizer, every id
+        shardio.open_shard(p, vocab)
+    files = len(data.manifest.files) if data.manifest is not None else len(val_paths) + len(train_paths)
+    report.update(train_tokens=train_tokens, val_tokens=int(val.size), vocab_size=vocab, files=files,
+                  shards={"val": len(val_paths), "train": len(train_paths)})
+    if not val_paths:
+        report["missing"].append("validation shards (fineweb_val_*.bin)")
+    # Documents start with BOS, so they can be counted even without a manifest (train: streamed per shard).
+    report["val_docs"] = int((val == BOS_ID).sum())
+    report["train_docs"] = int(sum(int((np.asarray(shardio.open_shard(p)) == BOS_ID).sum()) for p in train_paths))
+    report["val_bytes_lut"] = None
+    if sp is not None and val.size:
+        report["val_bytes_lut"] = int(bpb.lut_stream_bytes(bpb.build_byte_tables(sp), val).sum())
+    side = shardio.load_val_bytes(data.path) if val_paths else None
+    report["val_bytes"] = int(side[1:].sum()) if side is not None and side.size else None
+    if side is None:
+        report["missing"].append("byte sidecar (bytes_val_*.bin): val_bytes by the decoded-piece rule unknown")
+    report["val_bytes_raw"] = None
+    report["bytes_per_token"] = (round(report["val_bytes_lut"] / max(1, val.size - 1), 4)
+                                 if report["val_bytes_lut"] else None)
+    if data.manifest is not None:
+        m = data.manifest.metrics
+        artifacts.check_files(data.path, data.manifest)
+        report["hash_check"] = "ok"
+        report["val_bytes_raw"] = m.get("val_bytes_raw")
+        report["bpb_check"] = m.get("bpb_check")
+        for key in ("train_tokens", "val_tokens", "train_docs", "val_docs", "val_bytes"):
+            if m.get(key) is not None and report.get(key) is not None and m[key] != report[key]:
+                raise DataError(f"{data.path}: {key} is {report[key]} on disk but {m[key]} in the manifest",
+                                "the shards were modified; rebuild with `pgolf data build`")
+    else:
+        report["hash_check"] = "no manifest"
+        report["missing"].append("manifest.json (not built by pgolf): document ranges, hashes and raw byte total")
+    return report

@@ -1,0 +1,59 @@
+"""Shared fixtures. Real data from ../shared/data is read at run time only; tests that need it skip
+with the reason when it is absent (it is never part of the project)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PGOLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory) -> Path:
+    """Keep pgolf's cache (the embedded tokenizer) inside the test session."""
+    path = tmp_path_factory.mktemp("pgolf-cache")
+    os.environ["PGOLF_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED_DATA / "corpus").is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set PGOLF_SHARED_DATA to run these tests)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sp1024_path(shared_dir) -> Path:
+    return shared_dir / "tokenizers" / "fineweb_1024_bpe.model"
+
+
+@pytest.fixture(scope="session")
+def webtext_path(shared_dir) -> Path:
+    return shared_dir / "corpus" / "webtext_sample.jsonl.zst"
+
+
+@pytest.fixture(scope="session")
+def embedded_data(tmp_path_factory, cache_dir) -> Path:
+    """A small data directory from the embedded corpus and its own tokenizer, built once per session."""
+    from pgolf.data.config import DataConfig
+    from pgolf.stages import data
+
+    out = tmp_path_factory.mktemp("embedded") / "data"
+    data.build(DataConfig(val_docs=50), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def webtext_data(tmp_path_factory, webtext_path, sp1024_path) -> Path:
+    """Real web text with the official sp1024 tokenizer: the last 300 documents are not in val."""
+    from pgolf.data.config import DataConfig
+    from pgolf.stages import data
+
+    out = tmp_path_factory.mktemp("webtext") / "data"
+    data.build(DataConfig(corpus=(str(webtext_path),), tokenizer=str(sp1024_path), val_docs=200), out)
+    return out
