@@ -1,0 +1,1 @@
+"""Quantization: per-scheme quantize/dequantize, clip search, SDClip, GPTQ, pruning (pure)."""
