@@ -1,0 +1,180 @@
+"""Calibration for GPTQ: Hessians H = E[x x^T] of layer inputs, and self-generated tokens (pure).
+
+The caller supplies the token batches (training tokens inside the training budget, or the output of
+`generate_calibration`); nothing here reads data. Validation tokens must never be used (rules DATA-7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import torch
+from torch import nn
+
+from pgolf.errors import ConfigError
+
+Where = Literal["input", "output"]
+
+
+class HessianCollector:
+    """Accumulates x^T x over the inputs of a model's `nn.Linear` layers while the caller runs forwards.
+
+    ```
+    with HessianCollector(model) as hc:
+        for idx_BT in batches:
+            model(idx_BT)
+            hc.add("tok_emb.weight", model.hidden(idx_BT))  # optional: a tied head's input
+    hessians = hc.hessians()   # {"blocks.0.attn.c_q.weight": H [in, in] fp32, ...}
+    ```
+
+    Keys are weight names (`<module>.weight`, so pass the unwrapped model, not a torch.compile or
+    DDP wrapper). q/k/v see the same attention input and the MLP output projection sees the
+    post-activation hidden, simply because that is what their forward receives; a layer called
+    several times per forward (depth recurrence) adds one x^T x per call. `names` limits collection
+    to those weights. A weight that is not an `nn.Linear` (a tied embedding used as the output head,
+    SP8K #1394) is fed by hand with `add`, or through `extra`, which maps it to a module whose input
+    or output it reads: `extra={"tok_emb.weight": ("final_norm", "output")}`.
+    H is the mean over calibration rows (tokens), fp32, on the activations' device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Iterable[str] | None = None,
+        extra: Mapping[str, tuple[str, Where]] | None = None,
+    ):
+        modules = dict(model.named_modules())
+        targets: dict[str, tuple[nn.Module, Where]] = {
+            f"{mod_name}.weight": (mod, "input")
+            for mod_name, mod in modules.items()
+            if isinstance(mod, nn.Linear) and mod_name
+        }
+        for weight, (mod_name, where) in (extra or {}).items():
+            if mod_name not in modules:
+                raise ConfigError(f"calibration module '{mod_name}' (for '{weight}') is not in the model")
+            if where not in ("input", "output"):
+                raise ConfigError(f"calibration hook for '{weight}' must be 'input' or 'output', got {where!r}")
+            targets[weight] = (modules[mod_name], where)
+        if names is not None:
+            wanted = list(names)
+            missing = [n for n in wanted if n not in targets]
+            if missing:
+                raise ConfigError(
+                    f"no calibration hook for {', '.join(missing)}",
+                    "only nn.Linear weights (or those named in `extra`) can be calibrated",
+                )
+            targets = {n: targets[n] for n in wanted}
+        self._targets = targets
+        self._sums: dict[str, torch.Tensor] = {}
+        self._rows: dict[str, int] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, x^T x): q/k/v reuse one product
+
+    def _hook(self, weight: str, where: Where):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            x = args[0] if where == "input" else output
+            if self._last is not None and self._last[0] is x:
+                xtx = self._last[1]
+            else:
+                x2 = x.detach().reshape(-1, x.shape[-1]).float()
+                xtx = x2.T @ x2
+                self._last = (x, xtx)
+            self._accumulate(weight, xtx, x.numel() // x.shape[-1])
+
+        return hook
+
+    def _accumulate(self, weight: str, xtx: torch.Tensor, rows: int) -> None:
+        if weight in self._sums:
+            self._sums[weight] += xtx
+        else:
+            self._sums[weight] = xtx.clone()
+        self._rows[weight] = self._rows.get(weight, 0) + rows
+
+    @torch.no_grad()
+    def add(self, weight: str, x: torch.Tensor) -> None:
+        """Accumulate inputs `x` [..., in] of `weight` by hand, for inputs no module hook sees
+        (e.g. the final normed hidden state that a tied embedding reads as the output head)."""
+        x2 = x.detach().reshape(-1, x.shape[-1]).float()
+        self._accumulate(weight, x2.T @ x2, x2.shape[0])
+
+    def __enter__(self) -> HessianCollector:
+        for weight, (mod, where) in self._targets.items():
+            self._handles.append(mod.register_forward_hook(self._hook(weight, where)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._last = None
+
+    @property
+    def num_rows(self) -> dict[str, int]:
+        """Calibration rows (tokens, times calls per forward) seen by each weight."""
+        return dict(self._rows)
+
+    def hessians(self) -> dict[str, torch.Tensor]:
+        """{weight name: mean x x^T, fp32 [in, in]} for every weight whose layer ran at least once."""
+        return {n: s / self._rows[n] for n, s in self._sums.items()}
+
+
+@torch.no_grad()
+def collect_hessians(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    names: Iterable[str] | None = None,
+    extra: Mapping[str, tuple[str, Where]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run `model(idx_BT)` on each token batch [B, T] in eval mode and return the Hessians (see above)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with HessianCollector(model, names, extra) as hc:
+            for idx in batches:
+                model(idx)
+    finally:
+        model.train(was_training)
+    return hc.hessians()
+
+
+@torch.no_grad()
+def generate_calibration(
+    model: nn.Module,
+    num_seqs: int,
+    seq_len: int,
+    *,
+    temperature: float = 0.8,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """Self-generated calibration tokens (ARGPTQ #1019): int64 [num_seqs, seq_len] on the model's device.
+
+    Each sequence starts from a uniformly random token and is sampled autoregressively from
+    `model(idx) -> logits [B, T, V]` at `temperature`, `batch_size` sequences at a time, from a
+    generator seeded with `seed` (the same model and seed give the same tokens on the same device).
+    No data is read, so the tokens are legal calibration at any time.
+    """
+    if num_seqs < 1 or seq_len < 1 or batch_size < 1:
+        raise ValueError("num_seqs, seq_len and batch_size must be >= 1")
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        vocab = model(torch.zeros(1, 1, dtype=torch.long, device=device)).shape[-1]
+        out = []
+        for start in range(0, num_seqs, batch_size):
+            b = min(batch_size, num_seqs - start)
+            idx = torch.randint(0, vocab, (b, 1), generator=gen, device=device)
+            for _ in range(seq_len - 1):
+                logits = model(idx)[:, -1, :].float()
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=gen)
+                idx = torch.cat([idx, nxt], dim=1)
+            out.append(idx)
+    finally:
+        model.train(was_training)
+    return torch.cat(out, dim=0)
