@@ -30,6 +30,7 @@ from pgolf.model.layers import (
     Block,
     CastedEmbedding,
     CastedLinear,
+    RMSNorm,
     activation_dtype,
     document_mask,
     rms_norm,
@@ -59,6 +60,7 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(cfg.num_skips, D)) if cfg.num_skips else None
         self.skip_gates = nn.Parameter(torch.zeros(cfg.num_skips, D)) if cfg.skip_gates and cfg.num_skips else None
         self.backout_lambda = nn.Parameter(torch.tensor(float(cfg.backout_init))) if cfg.backout else None
+        self.final_norm = RMSNorm()  # the head's input: GPTQ calibrates the tied embedding on it
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(D, cfg.vocab_size, zero_init=True)
         # Recurrence state: a persistent buffer so a saved state_dict reloads the forward it was
         # trained with, mirrored in a Python bool that control flow (and torch.compile guards) read.
@@ -175,7 +177,7 @@ class GPT(nn.Module):
                 h_mid_BTD = x_BTD
         if h_mid_BTD is not None:  # backout: remove part of the mid-depth stream (modded-nanogpt #140)
             x_BTD = x_BTD - self.backout_lambda.to(x_BTD.dtype) * h_mid_BTD
-        return rms_norm(x_BTD)
+        return self.final_norm(x_BTD)
 
     def _add_skip(self, x_BTD: Tensor, skip_BTD: Tensor, j: int) -> Tensor:
         skip_BTD = self.skip_weights[j].to(x_BTD.dtype) * skip_BTD

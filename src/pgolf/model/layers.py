@@ -32,6 +32,13 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+class RMSNorm(nn.Module):
+    """`rms_norm` as a module, so hooks (GPTQ calibration of the tied head) can see its output."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x)
+
+
 def activation_dtype(x: Tensor) -> torch.dtype:
     """The dtype activations should carry: the autocast dtype when autocast is on, else x's own."""
     device = x.device.type
