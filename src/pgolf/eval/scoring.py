@@ -1,0 +1,75 @@
+"""Batched scoring of windows: per-position NLL under inference mode, split across ranks.
+
+Windows are batched `batch_seqs` at a time and right-padded to a common width with token 0: the
+model is causal (rules MET-6), so padding never reaches a scored position, and no token beyond a
+window's last target is ever read. With `fixed_shape` (torch.compile) every batch is [batch_seqs, L].
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from pgolf.eval.dist import World
+
+# forward(idx_BT, tgt_BT) -> nll_BT (fp32): the model's `token_nll`, possibly compiled.
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA as the records evaluate (fp32 logits for the loss); nothing on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def window_batch(tokens: torch.Tensor, windows: np.ndarray, width: int, rows: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs, targets [R, width] (int64) and the scored-position mask [R, width] of `windows`.
+
+    `tokens` is the whole stream (any integer dtype, on the scoring device); `windows` rows are
+    (ctx, start, end). Cells past a window's end hold token 0 and are not scored; `rows` pads the
+    batch with empty rows.
+    """
+    device = tokens.device
+    win = torch.as_tensor(windows, dtype=torch.int64, device=device)
+    ctx, start, end = win[:, 0:1], win[:, 1:2], win[:, 2:3]
+    col = torch.arange(width, device=device).unsqueeze(0)
+    pos = ctx + col  # the position each cell predicts from
+    inside = pos < end
+    src = torch.minimum(pos, end - 1)  # padding cells re-read the window's last position, then are zeroed
+    x = torch.where(inside, tokens[src].long(), 0)
+    y = torch.where(inside, tokens[src + 1].long(), 0)
+    scored = inside & (pos >= start)
+    if rows is not None and rows > x.shape[0]:
+        pad = rows - x.shape[0]
+        x = torch.cat([x, x.new_zeros(pad, width)])
+        y = torch.cat([y, y.new_zeros(pad, width)])
+        scored = torch.cat([scored, scored.new_zeros(pad, width)])
+    return x, y, scored
+
+
+@torch.inference_mode()
+def score_windows(forward: Forward, tokens: torch.Tensor, windows: np.ndarray, *, seq_len: int, batch_seqs: int,
+                  autocast: bool = True, fixed_shape: bool = False, world: World = World()) -> torch.Tensor:
+    """Per-position NLL (fp32, on CPU) of the positions the ordered `windows` score, in position order.
+
+    Each rank scores a contiguous share of the windows; the losses are gathered so every rank
+    returns the whole range [windows[0, 1], windows[-1, 2]).
+    """
+    lo, hi = world.share(len(windows))
+    mine = windows[lo:hi]
+    device = tokens.device
+    parts: list[torch.Tensor] = []
+    for i in range(0, len(mine), batch_seqs):
+        batch = mine[i : i + batch_seqs]
+        width = seq_len if fixed_shape else int((batch[:, 2] - batch[:, 0]).max())
+        x, y, scored = window_batch(tokens, batch, width, rows=batch_seqs if fixed_shape else None)
+        with autocast_for(device, autocast):
+            nll = forward(x, y)
+        parts.append(nll.float()[scored])  # row-major: positions in order, windows are ordered
+    local = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32, device=device)
+    return world.gather_concat(local).cpu()
