@@ -165,3 +165,11 @@ def test_token_ids_beyond_vocab_are_caught(tmp_path, webtext_data):
         shardio.open_split(copy, "val", vocab_size=512)
     with pytest.raises(DataError, match="no fineweb_train_\\*.bin shards"):
         shardio.open_split(tmp_path, "train")
+
+
+def test_embedded_corpus_has_no_duplicate_documents():
+    """A text repeated in the corpus could land in both splits (rules DATA-2)."""
+    from pgolf.stages.corpus import embedded_named_documents
+
+    docs = embedded_named_documents()
+    assert len({text for _, text in docs}) == len(docs) > 300

@@ -170,8 +170,17 @@ def embedded_named_documents() -> tuple[tuple[str, str], ...]:
         raise DataError("the embedded corpus is too small on this Python installation "
                         f"({len(docs)} documents; pydoc_data or the stdlib sources are missing)",
                         "pass --corpus FILE")
-    docs.sort(key=lambda nd: hashlib.sha256(nd[0].encode()).hexdigest())
-    return tuple(docs)
+    # Some topics repeat verbatim (aliases): keep the first of each text, so no document can be
+    # in both the validation and the training split.
+    seen: set[str] = set()
+    unique = []
+    for name, text in docs:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            unique.append((name, text))
+    unique.sort(key=lambda nd: hashlib.sha256(nd[0].encode()).hexdigest())
+    return tuple(unique)
 
 
 def embedded_documents() -> Iterator[str]:
