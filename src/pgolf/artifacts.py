@@ -115,11 +115,21 @@ def file_entry(root: Path, rel: str, fmt: str, format_version: int = 1) -> dict[
             "format_version": format_version}
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

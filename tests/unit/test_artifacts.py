@@ -121,3 +121,14 @@ def test_safetensors_round_trip_and_corruption(tmp_path):
         A.load_safetensors(path)
     with pytest.raises(ValueError, match="must start with 'pgolf.'"):
         A.save_safetensors(path, tensors, {"bad": "x"})
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "f.bin"
+    A.atomic_write_bytes(path, b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
