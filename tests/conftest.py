@@ -57,3 +57,23 @@ def webtext_data(tmp_path_factory, webtext_path, sp1024_path) -> Path:
     out = tmp_path_factory.mktemp("webtext") / "data"
     data.build(DataConfig(corpus=(str(webtext_path),), tokenizer=str(sp1024_path), val_docs=200), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_train(tmp_path_factory, embedded_data) -> Path:
+    """A train artifact: the tiny preset, 30 steps on the embedded data (a few seconds), built once
+    per session. `pgolf.stages.train.load_model(tiny_train)` gives the model."""
+    import torch
+
+    from pgolf.stages import train
+
+    out = tmp_path_factory.mktemp("tiny_train") / "train"
+    cfg = train.load_config("tiny", overrides=["iterations=30", "warmdown_iters=10", "val_every=0",
+                                               "checkpoint_every_s=0", "max_seconds=0"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains faster on one thread on shared cores
+    try:
+        train.run(cfg, embedded_data, out, source="preset:tiny")
+    finally:
+        torch.set_num_threads(threads)
+    return out

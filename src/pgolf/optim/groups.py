@@ -1,0 +1,145 @@
+"""The optimizer split of the baseline (techniques.md §3.4), by pgolf.model.param_class:
+
+- embedding tables (every nn.Embedding weight: `tok_emb`, and the bigram / value-embedding tables):
+  Adam at `tied_embed_lr` when the embedding is tied to the output, else `embed_lr`;
+- `lm_head.weight` (untied only): Adam at `head_lr`;
+- every other 2-D parameter that is not a control tensor (attention and MLP matrices, the bigram
+  and value-embedding projections): Muon at `matrix_lr`;
+- everything else (vectors, scalars, control tensors such as `attn_scale`, `q_gain`, `skip_weights`,
+  `smear`, `backout_lambda`): Adam at `scalar_lr`.
+
+Adam groups become AdamW when `adam_wd > 0` (decoupled, multiplied by the scheduled lr, §4.6).
+Each group keeps its `base_lr`; `OptimizerSet.set_lr_multiplier` writes `lr = base_lr * mult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pgolf.optim.muon import Muon
+
+GROUPS = ("embed", "head", "matrix", "scalar")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """What the optimizers need from a TrainConfig (kept separate so optim/ does not import train/)."""
+
+    tied_embed_lr: float = 0.05
+    embed_lr: float = 0.6
+    head_lr: float = 0.008
+    matrix_lr: float = 0.04
+    scalar_lr: float = 0.04
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    adam_wd: float = 0.0
+    muon_momentum: float = 0.95
+    muon_backend_steps: int = 5
+    muon_wd: float = 0.0
+    muon_variant: str = "standard"
+    ns_coefficients: str = "baseline"
+
+
+def _default_classifier() -> Callable[[str], str]:
+    from pgolf.model import param_class
+
+    return param_class
+
+
+def split_params(model: nn.Module, classify: Callable[[str], str] | None = None) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Named trainable parameters by optimizer group ('embed', 'head', 'matrix', 'scalar'), in model order."""
+    classify = classify or _default_classifier()
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in GROUPS}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        kind = classify(name)
+        if kind == "control" or p.ndim < 2:
+            groups["scalar"].append((name, p))
+        elif id(p) in tables:
+            groups["embed"].append((name, p))
+        elif name == "lm_head.weight":
+            groups["head"].append((name, p))
+        elif p.ndim == 2:
+            groups["matrix"].append((name, p))
+        else:  # >2-D tensors (none in pgolf's models) are not matrices Muon can orthogonalize
+            groups["scalar"].append((name, p))
+    return groups
+
+
+@dataclass
+class OptimizerSet:
+    """The optimizers of one model, stepped and scheduled together."""
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    names: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def muon(self) -> Muon | None:
+        opt = self.optimizers.get("matrix")
+        return opt if isinstance(opt, Muon) else None
+
+    def __iter__(self) -> Iterator[torch.optim.Optimizer]:
+        return iter(self.optimizers.values())
+
+    def zero_grad(self) -> None:
+        for opt in self:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self:
+            opt.step()
+
+    def set_lr_multiplier(self, mult: float) -> None:
+        for opt in self:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * mult
+
+    def set_muon_momentum(self, momentum: float) -> None:
+        if self.muon is not None:
+            for group in self.muon.param_groups:
+                group["momentum"] = momentum
+
+    def state_dict(self) -> dict[str, Any]:
+        return {key: opt.state_dict() for key, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert set(state) == set(self.optimizers), "optimizer groups differ from the checkpoint's"
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state[key])
+
+
+def _adam(params: list[nn.Parameter], lr: float, s: OptimSettings) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = dict(betas=(s.beta1, s.beta2), eps=s.adam_eps, weight_decay=s.adam_wd)
+    groups = [{"params": params, "lr": lr, "base_lr": lr}]
+    cls = torch.optim.AdamW if s.adam_wd > 0 else torch.optim.Adam
+    try:  # the baseline's fused Adam (one kernel per group; CPU kernels since torch 2.4)
+        return cls(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return cls(groups, **kwargs)
+
+
+def build_optimizers(model: nn.Module, s: OptimSettings, tied_embeddings: bool,
+                     classify: Callable[[str], str] | None = None, ns_dtype: torch.dtype | None = None) -> OptimizerSet:
+    """Adam / Muon / Adam as the baseline splits them; empty groups get no optimizer."""
+    split = split_params(model, classify)
+    opts: dict[str, torch.optim.Optimizer] = {}
+    lrs = {"embed": s.tied_embed_lr if tied_embeddings else s.embed_lr, "head": s.head_lr, "scalar": s.scalar_lr}
+    for key in GROUPS:
+        params = [p for _, p in split[key]]
+        if not params:
+            continue
+        if key == "matrix":
+            opts[key] = Muon([{"params": params, "base_lr": s.matrix_lr}], lr=s.matrix_lr, momentum=s.muon_momentum,
+                             weight_decay=s.muon_wd, ns_steps=s.muon_backend_steps,
+                             ns_coefficients=s.ns_coefficients, variant=s.muon_variant, ns_dtype=ns_dtype)
+        else:
+            opts[key] = _adam(params, lrs[key], s)
+    return OptimizerSet(opts, {key: [n for n, _ in split[key]] for key in GROUPS})

@@ -1,0 +1,166 @@
+"""Muon against torch.optim.Muon, Newton-Schulz, MuonEq-R, and the baseline's optimizer split."""
+
+import math
+
+import pytest
+import torch
+
+from pgolf.model import GPT, ModelConfig
+from pgolf.optim import Muon, OptimSettings, build_optimizers, newton_schulz, split_params
+
+SHAPES = [(16, 32), (48, 16), (24, 24)]  # wide, tall, square
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Models this small run faster on one thread, and a second one stalls whenever another job
+    holds the other core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pairs(seed=0):
+    torch.manual_seed(seed)
+    ours = [torch.nn.Parameter(torch.randn(*s)) for s in SHAPES]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    return ours, ref
+
+
+def _step_both(ours, ref, o1, o2, steps, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        grads = [torch.randn(*s, generator=gen) for s in SHAPES]
+        for p, g in zip(ours, grads):
+            p.grad = g.clone()
+        for p, g in zip(ref, grads):
+            p.grad = g.clone()
+        o1.step()
+        o2.step()
+
+
+def test_muon_equals_torch_muon_bit_for_bit_where_they_coincide():
+    """Same coefficients, bf16 iteration, decoupled wd, lr * sqrt(max(1, rows/cols)): identical.
+
+    torch.optim.Muon keeps its momentum as an EMA (B <- mu B + (1 - mu) G) where the baseline sums
+    (B <- mu B + G); the two differ by the factor (1 - mu) that the iteration's normalization
+    removes, so without momentum they are the same computation.
+    """
+    ours, ref = _pairs()
+    o1 = Muon(ours, lr=0.02, momentum=0.0, nesterov=True, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    o2 = torch.optim.Muon(ref, lr=0.02, momentum=0.0, nesterov=True, weight_decay=0.1, adjust_lr_fn="original")
+    _step_both(ours, ref, o1, o2, steps=5)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_muon_momentum_is_torch_momentum_rescaled():
+    """With momentum, our buffer is torch's divided by (1 - mu), and the updates agree to bf16 precision."""
+    mu = 0.95
+    ours, ref = _pairs(2)
+    o1 = Muon(ours, lr=0.02, momentum=mu, weight_decay=0.0, ns_dtype=torch.bfloat16)
+    o2 = torch.optim.Muon(ref, lr=0.02, momentum=mu, weight_decay=0.0, adjust_lr_fn="original")
+    before = [p.detach().clone() for p in ours]
+    _step_both(ours, ref, o1, o2, steps=1)
+    for a, b, a0 in zip(ours, ref, before):
+        torch.testing.assert_close(o1.state[a]["momentum_buffer"] * (1 - mu), o2.state[b]["momentum_buffer"],
+                                   rtol=1e-6, atol=1e-7)
+        u1, u2 = (a - a0).flatten(), (b - a0).flatten()
+        assert torch.nn.functional.cosine_similarity(u1, u2, dim=0) > 0.999
+    _step_both(ours, ref, o1, o2, steps=3, seed=3)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(o1.state[a]["momentum_buffer"] * (1 - mu), o2.state[b]["momentum_buffer"],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_newton_schulz_orthogonalizes():
+    torch.manual_seed(0)
+    G = torch.randn(64, 32) @ torch.diag(torch.logspace(-2, 0, 32))  # badly conditioned
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    worst = {}
+    for coefficients in ("baseline", "polar_express"):
+        X = newton_schulz(G, steps=5, coefficients=coefficients, dtype=torch.float32)
+        s = torch.linalg.svdvals(X)
+        worst[coefficients] = (s - 1).abs().max().item()
+        # the singular vectors of the exact polar factor U V^T, singular values near 1
+        assert torch.nn.functional.cosine_similarity(X.flatten(), (U @ Vh).flatten(), dim=0) > 0.97
+    # The quintic trades exactness for speed (s in about (0.7, 1.2)); Polar Express gets closer in 5 steps.
+    assert worst["baseline"] < 0.35 and worst["polar_express"] < 0.5 * worst["baseline"]
+
+
+def test_polar_express_published_coefficients():
+    from pgolf.optim.muon import NS_COEFFICIENTS
+
+    table, safety = NS_COEFFICIENTS["polar_express"]
+    assert len(table) == 5 and safety == 1.02
+    assert table[0] == (8.156554524902461, -22.48329292557795, 15.878769915207462)
+    assert table[-1] == (2.3465413258596377, -1.7097828382687081, 0.42323551169305323)
+
+
+def test_eq_r_equalizes_rows_before_orthogonalizing():
+    """MuonEq-R ignores a positive per-row rescaling of the gradient; standard Muon does not."""
+    torch.manual_seed(0)
+    g = torch.randn(8, 16)
+    d = torch.rand(8, 1) * 10 + 0.1
+    results = {}
+    for variant in ("eq_r", "standard"):
+        outs = []
+        for grad in (g, g * d):
+            p = torch.nn.Parameter(torch.zeros(8, 16))
+            p.grad = grad.clone()
+            Muon([p], lr=1.0, momentum=0.0, variant=variant).step()
+            outs.append(p.detach().clone())
+        results[variant] = (outs[0] - outs[1]).abs().max().item()
+    assert results["eq_r"] < 1e-5 < results["standard"]
+
+
+def test_muon_weight_decay_is_decoupled_and_scaled_by_lr():
+    p = torch.nn.Parameter(torch.full((4, 4), 2.0))
+    p.grad = torch.zeros(4, 4)  # no update: only the decay acts
+    Muon([p], lr=0.5, momentum=0.0, weight_decay=0.1).step()
+    torch.testing.assert_close(p.detach(), torch.full((4, 4), 2.0 * (1 - 0.05)))
+
+
+def test_tall_matrices_get_the_rms_scale():
+    torch.manual_seed(0)
+    for shape in [(32, 8), (8, 32)]:
+        p = torch.nn.Parameter(torch.zeros(*shape))
+        p.grad = torch.randn(*shape)
+        Muon([p], lr=1.0, momentum=0.0).step()
+        expected = newton_schulz(p.grad, dtype=torch.float32) * -math.sqrt(max(1, shape[0] / shape[1]))
+        torch.testing.assert_close(p.detach(), expected)
+
+
+def test_baseline_split_matches_the_challenge_script():
+    cfg = ModelConfig(num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2, vocab_size=64)
+    groups = {k: [n for n, _ in v] for k, v in split_params(GPT(cfg)).items()}
+    assert groups["embed"] == ["tok_emb.weight"] and groups["head"] == []
+    per_block = [f"blocks.{i}.{m}.weight" for i in range(3) for m in
+                 ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")]
+    assert sorted(groups["matrix"]) == sorted(per_block)  # the baseline's Muon matrices
+    assert "skip_weights" in groups["scalar"] and "blocks.0.attn.q_gain" in groups["scalar"]
+    assert all(n.split(".")[-1] in ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights")
+               for n in groups["scalar"])
+
+
+def test_split_with_every_embedding_and_untied_head():
+    cfg = ModelConfig(num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, vocab_size=64, tie_embeddings=False,
+                      bigram_buckets=16, bigram_dim=8, value_embed_layers=(1,), value_embed_dim=8, smear_gate=True,
+                      backout=True)
+    model = GPT(cfg)
+    groups = {k: [n for n, _ in v] for k, v in split_params(model).items()}
+    assert groups["head"] == ["lm_head.weight"]
+    assert set(groups["embed"]) == {"tok_emb.weight", "bigram.embed.weight", "value_embed.embed.weight"}
+    assert "bigram.proj.weight" in groups["matrix"] and "value_embed.proj.weight" in groups["matrix"]
+    assert "backout_lambda" in groups["scalar"] and any("smear" in n for n in groups["scalar"])
+    every = [n for n, _ in model.named_parameters()]
+    assert sorted(sum(groups.values(), [])) == sorted(every)  # each parameter in exactly one group
+
+    opts = build_optimizers(model, OptimSettings(adam_wd=0.01, embed_lr=0.6, head_lr=0.008), tied_embeddings=False)
+    assert isinstance(opts.optimizers["embed"], torch.optim.AdamW)
+    assert opts.optimizers["embed"].param_groups[0]["lr"] == 0.6
+    opts.set_lr_multiplier(0.5)
+    assert opts.optimizers["head"].param_groups[0]["lr"] == pytest.approx(0.004)
+    opts.set_muon_momentum(0.9)
+    assert opts.muon.param_groups[0]["momentum"] == 0.9
