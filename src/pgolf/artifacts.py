@@ -42,6 +42,7 @@ MAKER = {
     "eval": "pgolf ttt-eval",
     "verify": "pgolf verify",
     "run": "pgolf run",
+    "report": "pgolf report",
 }
 
 

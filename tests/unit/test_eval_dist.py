@@ -30,6 +30,7 @@ def _worker(rank: int, store: str, out: str) -> None:
         result = evaluate(tiny_gpt(), tokens, byte_counts(tokens), config("ttt"), bos_id=BOS)
         with open(f"{out}/ttt.{rank}.jsonl", "w") as f:
             f.write(result.ledger.to_jsonl())
+        dist.barrier()  # neither rank tears gloo down while the other is still talking to it
     finally:
         dist.destroy_process_group()
 

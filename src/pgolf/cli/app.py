@@ -67,7 +67,8 @@ def user_errors() -> Iterator[None]:
         error(str(e))
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        error("interrupted; nothing half-written was left behind (train: rerun with --resume)")
+        error("interrupted; nothing half-written was left behind "
+              "(pgolf train: rerun with --resume; pgolf run: rerun the same command)")
         raise typer.Exit(130) from None
 
 

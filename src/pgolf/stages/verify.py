@@ -1,0 +1,437 @@
+"""`pgolf verify`: gather the evidence of one or several runs from disk, run every check, write a report.
+
+A DIR is an eval directory (or any stage directory), a run directory (`data/ train/ quant/ pack/
+eval/`, the layout of `pgolf run`) or a directory of per-seed run directories. From the top stage
+the lineage is followed through each manifest's inputs (eval -> pack -> quant -> train -> data, and
+eval -> data), re-hashing every file and input on the way; nothing is trusted because a manifest
+says so. All reading of evidence happens in `collect`, so adapting to a stage's new manifest
+fields touches one place.
+
+The report goes to `--out`, or by default to `<run dir>/verify` (for a stage directory, its
+run directory's `verify/`; for several DIRs, `verify/` in their common parent): `manifest.json` +
+`report.json`, written atomically, replacing the previous verify report there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pgolf import __version__, artifacts
+from pgolf.artifacts import MANIFEST, Manifest
+from pgolf.errors import ArtifactError, ConfigError, PgolfError
+from pgolf.runtime import console
+from pgolf.runtime.env import code_info
+from pgolf.stages import shardio
+from pgolf.verify import facts as factmod
+from pgolf.verify.evidence import (
+    STAGE_KINDS,
+    DataFacts,
+    Evidence,
+    FileFact,
+    InputFact,
+    LedgerFacts,
+    Options,
+    PaidPrefixFacts,
+    SeedEvidence,
+    StageFacts,
+)
+
+REPORT_FILE = "report.json"
+LEDGER_NAMES = ("ledger.jsonl.zst", "ledger.jsonl")
+# Val documents are hashed against the training shards when those hold at most this many tokens
+# (the 8B-token challenge set is not rescanned on every verify; its document ranges are checked).
+OVERLAP_SCAN_TOKENS = 200_000_000
+# Where each stage's lineage points (input kind of the stage's manifest -> role in the evidence).
+UPSTREAM = {"eval": ("pack", "data"), "pack": ("quant",), "quant": ("train",), "train": ("data",)}
+
+
+# ============================================================================ finding the runs
+
+
+def _manifest_kind(directory: Path) -> str | None:
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text("utf-8")).get("kind"))
+    except (OSError, ValueError, AttributeError):
+        return "?"  # unreadable: read_manifest will say why
+
+
+def _stage_subdirs(directory: Path) -> list[str]:
+    return [k for k in STAGE_KINDS if (directory / k / MANIFEST).is_file()]
+
+
+def _is_run(directory: Path) -> bool:
+    return directory.is_dir() and (bool(_stage_subdirs(directory)) or _manifest_kind(directory) == "eval")
+
+
+def find_runs(path: str | Path) -> list[tuple[str, Path, str]]:
+    """(label, top stage directory, its kind) for each run under `path`.
+
+    `path` is a stage directory, a run directory, or a directory of per-seed run directories.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path} does not exist or is not a directory", "pass an eval or run directory")
+    kind = _manifest_kind(path)
+    if kind is not None and kind != "run":
+        artifacts.read_manifest(path)  # an unreadable top manifest is an error (exit 1)
+        if kind not in STAGE_KINDS:
+            raise ArtifactError(f"{path} holds a '{kind}' artifact, not a stage of a run",
+                                "pass the run directory or its eval directory")
+        label = path.parent.name if kind in STAGE_KINDS and path.name == kind else path.name
+        return [(label, path, kind)]
+    children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p.name not in STAGE_KINDS and p.name != "verify" and _is_run(p))
+    if children:
+        return [run for child in children for run in find_runs(child)]
+    present = _stage_subdirs(path)
+    if present:
+        top = next(k for k in reversed(STAGE_KINDS) if k in present)  # the latest stage the run reached
+        artifacts.read_manifest(path / top)
+        return [(path.name, path / top, top)]
+    raise ArtifactError(f"{path} holds no pgolf artifact (no manifest.json, no data/ train/ quant/ pack/ eval/ "
+                        "with a manifest, no run directories)", "pass an eval directory or a `pgolf run` directory")
+
+
+# ============================================================================ reading evidence
+
+
+def _file_fact(directory: Path, entry: dict[str, Any]) -> FileFact:
+    path = directory / str(entry.get("path", ""))
+    exists = path.is_file()
+    return FileFact(path=str(entry.get("path")), listed_bytes=entry.get("bytes"), listed_sha256=entry.get("sha256"),
+                    bytes=path.stat().st_size if exists else None,
+                    sha256=artifacts.sha256_file(path) if exists else None)
+
+
+def _input_fact(directory: Path, entry: dict[str, Any], external: bool) -> InputFact:
+    # Lineage entries are relative to the manifest; the data stage's sources are recorded as given.
+    path = artifacts.resolve_input(directory, entry) if not external else Path(str(entry.get("path", "")))
+    exists = path.is_file()
+    return InputFact(kind=str(entry.get("kind")), path=str(entry.get("path")), expected=str(entry.get("sha256")),
+                     actual=artifacts.sha256_file(path) if exists else None, resolved=str(path), external=external)
+
+
+def load_stage(directory: Path, kind: str) -> StageFacts:
+    """A stage directory's manifest with its files and inputs re-measured; an unreadable manifest is
+    recorded (and judged by LINEAGE), not raised."""
+    path = directory / MANIFEST
+    sha = artifacts.sha256_file(path) if path.is_file() else None
+    try:
+        manifest = artifacts.read_manifest(directory)
+    except ArtifactError as e:
+        return StageFacts(kind=kind, dir=str(directory), manifest=None, error=str(e), manifest_sha256=sha)
+    raw = manifest.to_dict()
+    files = [_file_fact(directory, e) for e in manifest.files if isinstance(e, dict)]
+    # The data stage's inputs name the corpus and tokenizer it was built from, outside the run.
+    inputs = [_input_fact(directory, e, external=manifest.kind == "data")
+              for e in manifest.inputs if isinstance(e, dict)]
+    error = None if manifest.kind == kind else f"holds a '{manifest.kind}' artifact where a '{kind}' one was expected"
+    return StageFacts(kind=kind, dir=str(directory), manifest=raw if error is None else None, error=error,
+                      files=files, inputs=inputs, manifest_sha256=sha)
+
+
+def walk_lineage(top: Path, top_kind: str, seed: SeedEvidence) -> dict[str, Path]:
+    """Load the top stage and everything its inputs lead to; returns the directory of each role."""
+    dirs: dict[str, Path] = {}
+    todo = [(top_kind, top)]
+    while todo:
+        kind, directory = todo.pop(0)
+        role = kind
+        if kind == "data" and "data" in dirs and dirs["data"].resolve() != directory.resolve():
+            role = "train_data"  # the trainer read other data than the eval scored
+        elif kind in dirs:
+            continue
+        dirs[role] = directory
+        stage = load_stage(directory, kind)
+        seed.stages[role] = stage
+        if stage.manifest is None:
+            continue
+        for up in UPSTREAM.get(kind, ()):
+            entry = stage.input(up)
+            if entry is None and up == "data" and stage.input("val_shard") is not None:
+                # Official challenge shards have no data manifest: the stage names the val shards (and
+                # the tokenizer) by sha256 instead.
+                dirs.setdefault("shards", Path(stage.input("val_shard").resolved).parent)
+                if stage.input("tokenizer") is not None:
+                    dirs.setdefault("tokenizer", Path(stage.input("tokenizer").resolved))
+                continue
+            if entry is None:
+                seed.problems.append(f"the {kind} manifest in {directory} names no {up} input")
+                continue
+            target = Path(entry.resolved)
+            if target.name == MANIFEST and target.is_file():
+                todo.append((up, target.parent))
+            elif not target.is_file():
+                seed.problems.append(f"the {kind} manifest's {up} input {entry.path} is missing: the lineage stops")
+    return dirs
+
+
+def _read_ledger(eval_dir: Path, stage: StageFacts) -> LedgerFacts | None:
+    from pgolf.eval.ledger import parse_ledger
+
+    names = [f.path for f in stage.files if f.path.startswith("ledger")] or list(LEDGER_NAMES)
+    path = next((eval_dir / n for n in names if (eval_dir / n).is_file()), None)
+    if path is None:
+        return LedgerFacts(error="no ledger file in the eval directory")
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".zst":
+            import zstandard
+
+            with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+                data = reader.read()
+        header, entries, summary = parse_ledger(data.decode("utf-8"))
+    except PgolfError as e:
+        return LedgerFacts(error=str(e))
+    except Exception as e:  # zstd or UTF-8 errors: a truncated or corrupted file
+        return LedgerFacts(error=f"{path.name} cannot be decoded ({type(e).__name__}: {e})")
+    return LedgerFacts(header=header, entries=entries, summary=summary)
+
+
+def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train_dir: Path | None, seed: SeedEvidence
+                ) -> tuple[DataFacts | None, np.ndarray | None]:
+    from pgolf.data.tokenizer import load_tokenizer
+
+    try:
+        tokens = shardio.load_val_tokens(data_dir)
+        sidecar = shardio.load_val_bytes(data_dir)
+        sp = load_tokenizer(tok_path.read_bytes(), str(tok_path)) if tok_path is not None and tok_path.is_file() \
+            else None
+    except PgolfError as e:
+        seed.problems.append(f"the validation data in {data_dir} cannot be read ({e})")
+        return None, None
+    facts = factmod.data_facts(tokens, sidecar, sp, bos_id=bos)
+    facts.tokenizer_sha256 = artifacts.sha256_file(tok_path) if sp is not None and tok_path is not None else None
+    if train_dir is not None:
+        try:
+            shards = shardio.list_shards(train_dir, "train")
+            facts.train_tokens = sum(shardio.read_header(p) for p in shards)
+            if facts.train_tokens <= OVERLAP_SCAN_TOKENS:
+                facts.overlap_docs = factmod.document_overlap(tokens, (shardio.open_shard(p) for p in shards), bos)
+            else:
+                facts.overlap_note = (f"val documents not hashed against {facts.train_tokens:,} training tokens "
+                                      f"(over the {OVERLAP_SCAN_TOKENS:,}-token scan budget)")
+        except PgolfError as e:
+            seed.problems.append(f"the training shards in {train_dir} cannot be read ({e})")
+    return facts, tokens
+
+
+def _paid_prefix(pack_dir: Path, tokens: np.ndarray) -> PaidPrefixFacts:
+    import torch
+
+    from pgolf.pack import decode_model
+
+    try:
+        tensors, _ = decode_model((pack_dir / "model.bin").read_bytes())
+    except (PgolfError, OSError) as e:
+        return PaidPrefixFacts(ngram=32, sampled=0, hits={}, error=str(e))
+    arrays = {name: (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).cpu().numpy()
+              for name, t in tensors.items()}
+    return factmod.paid_prefix(arrays, tokens)
+
+
+def _probes(pack_dir: Path, tokens: np.ndarray, bos: int, probe_cfg, seed: SeedEvidence) -> None:
+    try:
+        from pgolf.stages.pack import load_packed_model
+    except ImportError:
+        raise PgolfError("--probe needs `pgolf pack`'s loader (pgolf.stages.pack.load_packed_model), which this "
+                         f"pgolf ({__version__}) lacks", "run without --probe") from None
+    import torch
+
+    from pgolf.verify.probes import ModelScorer, replay, run_probes
+
+    try:
+        loaded = load_packed_model(pack_dir)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (GPT, info) or GPT
+    except PgolfError as e:
+        seed.problems.append(f"the packed model cannot be loaded for probing ({e})")
+        return
+    model = model.to("cpu").float().eval()
+    seed.probe_claims_isolation = bool(getattr(getattr(model, "cfg", None), "attn_doc_mask", False))
+    torch.manual_seed(0)
+    seed.probes = run_probes(ModelScorer(model), tokens, probe_cfg, bos_id=bos,
+                             claims_isolation=seed.probe_claims_isolation)
+    led = seed.ledger
+    if led is not None and led.error is None and led.entries:
+        ev = seed.stages.get("eval")
+        cfg = led.header.get("config") if isinstance(led.header.get("config"), dict) else {}
+        on_cpu = ev is not None and str(ev.env.get("device", "")).startswith("cpu")
+        exact = on_cpu or not cfg.get("autocast", True)
+        seed.probes.append(replay(model, tokens, led.entries, led.header, tol=1e-4 if exact else 5e-3))
+
+
+def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvidence:
+    """All evidence about one run, from its top stage directory back to the data."""
+    seed = SeedEvidence(label=label, root=str(top))
+    dirs = walk_lineage(top, top_kind, seed)
+    tokens = None
+    data = seed.stages.get("data")
+    if data is not None and data.manifest is not None:
+        train_data = dirs.get("train_data", dirs["data"])
+        seed.data, tokens = _data_facts(dirs["data"], int(data.metrics.get("bos_id", 1)),
+                                        dirs["data"] / shardio.TOKENIZER_FILE, train_data, seed)
+    elif "shards" in dirs:  # official challenge shards: no data manifest, the val shards named by sha256
+        seed.data, tokens = _data_facts(dirs["shards"], 1, dirs.get("tokenizer"), None, seed)
+    ev = seed.stages.get("eval")
+    if ev is not None and ev.manifest is not None:
+        seed.ledger = _read_ledger(dirs["eval"], ev)
+        report = dirs["eval"] / REPORT_FILE
+        if report.is_file():
+            try:
+                seed.eval_report = json.loads(report.read_text("utf-8"))
+            except (OSError, ValueError):
+                seed.eval_report = None
+    pack = seed.stages.get("pack")
+    if pack is not None and pack.manifest is not None:
+        code = dirs["pack"] / "train_gpt.py"
+        if code.is_file():
+            try:
+                seed.code = code.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                seed.problems.append(f"{code} is not UTF-8 text")
+        if tokens is not None and (dirs["pack"] / "model.bin").is_file():
+            seed.paid_prefix = _paid_prefix(dirs["pack"], tokens)
+        if probe_cfg is not None and tokens is not None:
+            bos = int(data.metrics.get("bos_id", 1)) if data is not None and data.manifest else 1
+            _probes(dirs["pack"], tokens, bos, probe_cfg, seed)
+    return seed
+
+
+# ============================================================================ the verification
+
+
+def default_out(paths: Sequence[Path], runs: Sequence[tuple[str, Path, str]]) -> Path:
+    """Where the report goes without --out: the run directory's verify/ (see the module docstring)."""
+    if len(paths) == 1:
+        p = Path(paths[0])
+        kind = _manifest_kind(p)
+        return (p.parent if kind in STAGE_KINDS else p) / "verify"
+    common = Path(os.path.commonpath([str(Path(p).resolve()) for p in paths]))
+    return common / "verify"
+
+
+def _check_out(out: Path) -> None:
+    """verify replaces its own previous report, never anything else."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and _manifest_kind(out) != "verify")):
+        raise ArtifactError(f"{out} exists and is not a verify report", "choose another --out")
+
+
+def gather(paths: Sequence[str | Path], options: Options, probe_cfg=None) -> tuple[Evidence, list]:
+    """Evidence of every run under `paths` (one SeedEvidence per run) and the runs found."""
+    runs = [run for p in paths for run in find_runs(p)]
+    if not runs:
+        raise ArtifactError("no runs found", "pass an eval or run directory")
+    if len(runs) > 1:  # several seeds are a claim, however they were passed
+        options = dataclasses.replace(options, claim=True)
+    seeds = []
+    for label, top, kind in runs:
+        console.info(f"verify: reading {top}")
+        seeds.append(collect(label, top, kind, probe_cfg=probe_cfg if options.probe else None))
+    return Evidence(seeds=seeds, options=options), runs
+
+
+def report_dict(ev: Evidence, results) -> dict[str, Any]:
+    """The report: ok, checks, total_bytes, val_bpb (+ stats with several runs), seeds, options."""
+    from pgolf.verify import significance as sig
+    from pgolf.verify.records import seed_record
+    from pgolf.verify.results import counts, failed
+    from pgolf.verify.rules import RULESET
+
+    records = [seed_record(s) for s in ev.seeds]
+    sizes = [r.artifact_bytes for r in records if r.artifact_bytes is not None]
+    scores = [r.val_bpb for r in records if r.val_bpb is not None]
+    report: dict[str, Any] = {
+        "ok": not failed(results),
+        "checks": [r.to_dict() for r in results],
+        "total_bytes": max(sizes) if sizes else None,
+        "val_bpb": (sum(scores) / len(scores)) if scores else None,
+        "counts": counts(results),
+        "ruleset": RULESET,
+        "track": ev.options.track.name,
+        "options": ev.options.to_dict(),
+        "seeds": [r.to_dict() for r in records],
+        "dirs": [s.root for s in ev.seeds],
+    }
+    if ev.multi or ev.options.reference_bpb:
+        report["stats"] = sig.significance(records, ev.options.reference_bpb)
+    if any(s.probes is not None for s in ev.seeds):
+        report["probes"] = {s.name: [p.__dict__ for p in s.probes or []] for s in ev.seeds}
+    return report
+
+
+def write_report(out: Path, report: dict[str, Any], ev: Evidence) -> Manifest:
+    _check_out(out)
+    with artifacts.stage_dir(out, "verify", force=True) as work:
+        artifacts.write_json(work / REPORT_FILE, report)
+        inputs = []
+        for s in ev.seeds:
+            top = Path(s.root) / MANIFEST
+            if top.is_file():
+                inputs.append(artifacts.input_entry(next(iter(s.stages), "eval"), top, out))
+        manifest = Manifest(kind="verify", config=ev.options.to_dict(), inputs=inputs,
+                            files=[artifacts.file_entry(work, REPORT_FILE, "pgolf.verify.report")],
+                            metrics={k: report[k] for k in ("ok", "total_bytes", "val_bpb", "counts")},
+                            code=code_info())
+        artifacts.write_manifest(work, manifest)
+    return manifest
+
+
+def make_options(track: str | None = None, *, max_bytes: int | None = None, max_train_seconds: float | None = None,
+                 max_eval_seconds: float | None = None, reference_bpb: Sequence[float] = (), probe: bool = False,
+                 submission: bool = False) -> Options:
+    """Options from `pgolf verify`'s flags (or a `[verify]` table): a named track, or a submission,
+    judges record conditions strictly; limits given explicitly apply on any hardware."""
+    from pgolf.verify.evidence import TRACKS, track_named
+
+    tr = track_named(track) if track is not None else None
+    if track is not None and tr is None:
+        raise ConfigError(f"unknown track {track!r}", f"use one of {', '.join(TRACKS)}")
+    strict = tr is not None or submission
+    tr = tr or TRACKS["10min_16mb"]
+    explicit_limits = not tr.hardware  # a track without a hardware rule states limits for any machine
+    refs = tuple(reference_bpb)
+    return Options(
+        track=tr, max_bytes=max_bytes if max_bytes is not None else tr.max_bytes,
+        max_train_s=max_train_seconds if max_train_seconds is not None else tr.max_train_s,
+        max_eval_s=max_eval_seconds if max_eval_seconds is not None else tr.max_eval_s,
+        explicit_train=max_train_seconds is not None or explicit_limits,
+        explicit_eval=max_eval_seconds is not None or explicit_limits,
+        strict=strict, claim=bool(refs) or (submission and tr.record),  # several runs also claim
+        reference_bpb=refs, probe=probe)
+
+
+def run(paths: Sequence[str | Path], options: Options, *, out: str | Path | None = None, probe_cfg=None,
+        submission=None) -> dict[str, Any]:
+    """Verify the runs under `paths`; write the report (and, when asked and nothing FAILs, the
+    submission folder). Returns the report; `report["ok"]` is False when a check FAILs."""
+    from pgolf.verify.checks import run_checks
+    from pgolf.verify.results import failed
+
+    paths = [Path(p) for p in paths]
+    if submission is not None and Path(submission.out).exists() and not submission.force:
+        raise ArtifactError(f"{submission.out} already exists", "pass --force to replace it, or choose another "
+                                                                 "--submission")
+    ev, runs = gather(paths, options, probe_cfg)
+    results = run_checks(ev)
+    written = None
+    if submission is not None and not failed(results):
+        from pgolf.stages import submission as writer
+
+        written, results = writer.write(ev, results, submission)
+    report = report_dict(ev, results)
+    if submission is not None:
+        report["submission"] = str(written) if written is not None else None
+    target = Path(out) if out is not None else default_out(paths, runs)
+    write_report(target, report, ev)
+    report["out"] = str(target)
+    return report

@@ -1,0 +1,297 @@
+"""What `verify` judges: the evidence of one or several runs, gathered from disk by `pgolf.stages.verify`.
+
+Everything here is plain data (manifests as dicts, numbers recomputed from files, the parsed ledger,
+the shipped code's text), so every check is a pure function of an `Evidence` and tests build one in
+memory with a planted violation. Recomputations that need arrays (byte tables, n-gram
+search) live in `pgolf.verify.facts`; the stage calls them and stores only their results here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pgolf.eval.ledger import LedgerEntry
+
+STAGE_KINDS = ("data", "train", "quant", "pack", "eval")
+CHALLENGE_LIMIT_BYTES = 16_000_000
+CHALLENGE_TRAIN_S = 600.0
+CHALLENGE_EVAL_S = 600.0
+CANONICAL_VAL_DOCS = 50_000  # the challenge's validation set: the first 50,000 FineWeb documents
+
+
+# ----------------------------------------------------------------------------- tracks and limits
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """A challenge track: its limits and how strictly record conditions apply."""
+
+    name: str  # as submission.json spells it
+    max_bytes: int
+    max_train_s: float
+    max_eval_s: float
+    record: bool  # a record track: hardware, significance and time rules at full strength
+    hardware: bool  # record hardware applies (8xH100)
+    canonical_val: bool  # scored on the challenge's FineWeb validation set
+
+
+TRACKS: Mapping[str, Track] = {
+    "10min_16mb": Track("10min_16mb", CHALLENGE_LIMIT_BYTES, CHALLENGE_TRAIN_S, CHALLENGE_EVAL_S, True, True, True),
+    "non_record_16mb": Track("non_record_16mb", CHALLENGE_LIMIT_BYTES, CHALLENGE_TRAIN_S, CHALLENGE_EVAL_S,
+                             False, True, True),
+    # pgolf's small CPU track: limits that a laptop can meet; no hardware rule.
+    "cpu-golf": Track("cpu-golf", 1_000_000, 60.0, 180.0, True, False, False),
+}
+TRACK_ALIASES = {"record": "10min_16mb", "track_10min_16mb": "10min_16mb", "non-record": "non_record_16mb",
+                 "track_non_record_16mb": "non_record_16mb", "cpu_golf": "cpu-golf"}
+
+
+def track_named(name: str) -> Track | None:
+    return TRACKS.get(TRACK_ALIASES.get(name, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The limits and claims a verification runs under.
+
+    `explicit_*`: the limit was given by the user or the track (then it applies on any hardware);
+    under the default limits a time measured on other hardware than 8xH100 cannot be judged (WARN).
+    `strict`: the run is claimed for a track (--track or --submission), so record conditions FAIL
+    rather than WARN. `claim`: a record claim with statistics (several dirs, a reference, or a
+    record-track submission), which brings in the seed count.
+    """
+
+    track: Track = TRACKS["10min_16mb"]
+    max_bytes: int = CHALLENGE_LIMIT_BYTES
+    max_train_s: float = CHALLENGE_TRAIN_S
+    max_eval_s: float = CHALLENGE_EVAL_S
+    explicit_train: bool = False
+    explicit_eval: bool = False
+    strict: bool = False
+    claim: bool = False
+    reference_bpb: tuple[float, ...] = ()
+    probe: bool = False
+
+    @property
+    def non_record(self) -> bool:
+        return not self.track.record
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["track"] = self.track.name
+        d["reference_bpb"] = list(self.reference_bpb)
+        return d
+
+
+# ----------------------------------------------------------------------------- files and stages
+
+
+@dataclasses.dataclass(frozen=True)
+class FileFact:
+    """A file a manifest lists, as found on disk (bytes/sha256 None: missing)."""
+
+    path: str
+    listed_bytes: int | None
+    listed_sha256: str | None
+    bytes: int | None
+    sha256: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.bytes == self.listed_bytes and self.sha256 == self.listed_sha256
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFact:
+    """One lineage entry of a manifest: what it names (sha256) and what is there now (None: missing)."""
+
+    kind: str
+    path: str
+    expected: str
+    actual: str | None
+    resolved: str
+    external: bool = False  # outside the run (a corpus file, a tokenizer path): may be absent here
+
+    @property
+    def ok(self) -> bool:
+        return self.actual == self.expected
+
+
+@dataclasses.dataclass
+class StageFacts:
+    """One stage directory: its manifest (a dict, None when unreadable) and re-measured files and inputs."""
+
+    kind: str
+    dir: str
+    manifest: dict[str, Any] | None
+    error: str | None = None
+    files: list[FileFact] = dataclasses.field(default_factory=list)
+    inputs: list[InputFact] = dataclasses.field(default_factory=list)
+    manifest_sha256: str | None = None
+
+    def section(self, key: str) -> dict[str, Any]:
+        value = (self.manifest or {}).get(key)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.section("config")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.section("metrics")
+
+    @property
+    def timing(self) -> dict[str, Any]:
+        return self.section("timing")
+
+    @property
+    def env(self) -> dict[str, Any]:
+        return self.section("env")
+
+    def file(self, name: str) -> FileFact | None:
+        return next((f for f in self.files if f.path == name), None)
+
+    def input(self, kind: str) -> InputFact | None:
+        """The input of this kind that names a stage's manifest.json (else the first of that kind)."""
+        of_kind = [i for i in self.inputs if i.kind == kind]
+        return next((i for i in of_kind if i.path.endswith("manifest.json")), of_kind[0] if of_kind else None)
+
+    def input_file(self, kind: str, name: str) -> InputFact | None:
+        """The input of this kind that names the file `name` (e.g. the eval's pack/model.bin)."""
+        return next((i for i in self.inputs if i.kind == kind and i.path.replace("\\", "/").endswith("/" + name)), None)
+
+
+# ----------------------------------------------------------------------------- recomputed facts
+
+
+@dataclasses.dataclass
+class DataFacts:
+    """The validation data re-counted from the shards, the sidecar and tokenizer.model."""
+
+    val_tokens: int  # N: tokens in the val shards (headers), BOS included
+    val_docs: int  # BOS tokens in val
+    starts_with_bos: bool
+    doc_starts: np.ndarray  # int64 positions p with val[p] == BOS (document starts)
+    sidecar_bytes: int | None  # sum of the sidecar over val[1:] (None: no sidecar)
+    lut_bytes: int | None  # the same by lookup tables rebuilt from tokenizer.model (None: no tokenizer)
+    lut_sidecar_mismatch: int | None  # tokens where the two disagree
+    mismatch_examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    docs_checked: int = 0
+    docs_decode_mismatch: int | None = None  # documents whose sidecar sum differs from len(decode(ids))
+    unknown_tokens: int | None = None
+    standalone_space: bool | None = None
+    vocab_size: int | None = None
+    tokenizer_sha256: str | None = None
+    train_tokens: int | None = None  # tokens in the training shards (of the data the trainer read)
+    overlap_docs: int | None = None  # val documents found verbatim in the training shards (None: not scanned)
+    overlap_note: str = ""
+
+
+@dataclasses.dataclass
+class LedgerFacts:
+    """The eval's score ledger, parsed (or why it could not be)."""
+
+    header: dict[str, Any] = dataclasses.field(default_factory=dict)
+    entries: list[LedgerEntry] = dataclasses.field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PaidPrefixFacts:
+    """Val n-grams found verbatim in the decoded model tensors (DATA-4 heuristic)."""
+
+    ngram: int
+    sampled: int  # val n-grams searched for
+    hits: dict[str, int]  # tensor name -> sampled n-grams found in it
+    error: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.hits.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeFacts:
+    """One probe's outcome on the packed scorer (`pgolf.verify.probes`)."""
+
+    name: str  # P-norm, P-tgt, P-pre, P-doc, P-mut
+    positions: int  # positions (or calls) probed
+    violations: int
+    max_error: float
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class SeedEvidence:
+    """Everything about one run (one seed)."""
+
+    label: str  # the directory's name
+    root: str
+    stages: dict[str, StageFacts] = dataclasses.field(default_factory=dict)  # by kind; "train_data" if distinct
+    data: DataFacts | None = None
+    ledger: LedgerFacts | None = None
+    eval_report: dict[str, Any] | None = None  # eval/report.json
+    code: str | None = None  # the shipped train_gpt.py
+    paid_prefix: PaidPrefixFacts | None = None
+    probes: list[ProbeFacts] | None = None  # None: --probe not given
+    probe_claims_isolation: bool = False
+    problems: list[str] = dataclasses.field(default_factory=list)  # lineage that could not be followed
+
+    def stage(self, kind: str) -> StageFacts | None:
+        return self.stages.get(kind)
+
+    @property
+    def seed(self) -> int | None:
+        for kind in ("train", "eval", "pack", "quant"):
+            s = self.stages.get(kind)
+            if s is not None and s.manifest and s.manifest.get("seed") is not None:
+                return int(s.manifest["seed"])
+        return None
+
+    @property
+    def name(self) -> str:
+        """How results name this run: `seed 42`, or the directory when there is no seed."""
+        return f"seed {self.seed}" if self.seed is not None else self.label
+
+
+@dataclasses.dataclass
+class FolderFacts:
+    """A written submission folder, re-read (FMT-2, FMT-4, STAT-4)."""
+
+    name: str
+    files: dict[str, int]  # file name -> bytes
+    submission: dict[str, Any] | None
+    error: str | None = None
+    code_sha256: str | None = None
+    requirements: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Evidence:
+    """The runs to judge (one per seed), the options, and the submission folder when one was written."""
+
+    seeds: list[SeedEvidence]
+    options: Options = dataclasses.field(default_factory=Options)
+    folder: FolderFacts | None = None
+
+    @property
+    def multi(self) -> bool:
+        return len(self.seeds) > 1
+
+
+def first(mapping: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
+    """The value of the first key present (manifests of different pgolf versions name things differently)."""
+    for key in keys:
+        if key in mapping and mapping[key] is not None:
+            return mapping[key]
+    return default
+
+
+def seeds_of(seeds: Sequence[SeedEvidence]) -> list[int | None]:
+    return [s.seed for s in seeds]

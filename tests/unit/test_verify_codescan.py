@@ -1,0 +1,94 @@
+"""The static scan of the shipped train_gpt.py: what it flags, what it follows, what it leaves alone."""
+
+import base64
+import lzma
+import zlib
+
+from pgolf.verify.codescan import declared_modules, import_name, parse_requirements, scan_code
+
+
+def rules(text: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for f in scan_code(text).findings:
+        out.setdefault(f.rule, set()).add(f.verdict)
+    return out
+
+
+def test_clean_code_has_no_findings():
+    text = "import math\nimport torch\nfrom pathlib import Path\nblob = Path('model.bin').read_bytes()\n"
+    scan = scan_code(text)
+    assert scan.compiles and scan.findings == [] and scan.imports == {"math", "torch", "pathlib"}
+    assert scan.third_party() == []
+
+
+def test_exec_of_a_side_file_is_uncounted_code():
+    for text in ('exec(open("side.py").read())',
+                 'from pathlib import Path\nexec(Path("side.py").read_text())',
+                 'src = open("side.py").read()\nexec(compile(src, "side", "exec"))',
+                 'with open("side.py") as f:\n    exec(f.read())',
+                 'import runpy\nrunpy.run_path("side.py")',
+                 'import torch\ntorch.ops.load_library("kernels.so")',
+                 'import importlib.util as u\nspec = u.spec_from_file_location("m", "m.py")'):
+        assert rules(text).get("SIZE-3") == {"FAIL"}, text
+
+
+def test_dynamic_loading_the_scan_cannot_resolve_warns():
+    for text in ("import sys\nsys.path.insert(0, 'lib')",
+                 "import importlib\nname = input()\nimportlib.import_module(name)",
+                 "def f(code):\n    exec(code)",
+                 "import ctypes\nctypes.CDLL('libfoo.so')"):
+        assert rules(text).get("SIZE-3") == {"WARN"}, text
+
+
+def test_self_extracting_payloads_are_followed():
+    inner = b"import brotli\nexec(open('side.py').read())\n"
+    wrapped = base64.b85encode(lzma.compress(inner)).decode()
+    text = f'import lzma as L, base64 as B\nSRC = "{wrapped}"\nexec(L.decompress(B.b85decode(SRC)))\n'
+    scan = scan_code(text)
+    assert scan.payloads == 1 and "brotli" in scan.imports
+    hit = scan.by_rule("SIZE-3")[0]
+    assert hit.verdict == "FAIL" and "payload" in hit.where
+    nested = base64.b64encode(zlib.compress(f"exec({text!r})".encode())).decode()
+    deep = scan_code(f"import zlib, base64\nexec(zlib.decompress(base64.b64decode('{nested}')).decode())\n")
+    assert deep.payloads == 3 and deep.by_rule("SIZE-3")[0].verdict == "FAIL"
+
+
+def test_in_memory_streams_are_not_file_reads():
+    blob = base64.b85encode(lzma.compress(b"x = 1\n")).decode()
+    text = f"import io, lzma, base64\nexec(lzma.open(io.BytesIO(base64.b85decode('{blob}'))).read())\n"
+    assert rules(text).get("SIZE-3") == {"WARN"}  # not resolved, but not a file either
+
+
+def test_undeclared_imports_and_programs():
+    scan = scan_code("import brotli\nimport zstandard\nimport numpy\nimport subprocess\n"
+                     "subprocess.run(['lrzip', 'x'])\n")
+    assert scan.third_party() == ["brotli", "zstandard"]
+    assert scan.third_party(["brotli>=1.1", "zstandard"]) == []
+    assert scan.programs == ["'lrzip'"] and scan.by_rule("SIZE-4")[0].verdict == "WARN"
+
+
+def test_network_modules_are_static_warnings():
+    for text in ("import socket", "from urllib.request import urlopen", "from urllib import request",
+                 "import requests", "from huggingface_hub import hf_hub_download\nhf_hub_download('a', 'b')"):
+        assert rules(text).get("DATA-6") == {"WARN"}, text
+    assert "DATA-6" not in rules("from urllib.parse import quote")
+
+
+def test_loader_glob_matching_val_and_train():
+    assert rules('import glob\nglob.glob("/data/fineweb_*.bin")').get("DATA-3") == {"FAIL"}
+    assert "DATA-3" not in rules('import glob\nglob.glob("data/fineweb_train_*.bin")')
+
+
+def test_absolute_paths_and_syntax_errors():
+    assert rules('open("/opt/pg/fineweb_val_000000.bin")')["FMT-3"] == {"FAIL"}
+    assert "FMT-3" not in rules('open("data/x.bin")\nopen("/dev/null")\nx = "a/b"\ny = "/"')
+    scan = scan_code("def f(:\n    pass\n")
+    assert not scan.compiles and scan.by_rule("FMT-3")[0].verdict == "FAIL" and "line 1" in scan.error
+
+
+def test_requirements_parsing():
+    assert import_name("huggingface-hub>=0.2") == "huggingface_hub"
+    assert import_name("flash-attn==2.6; platform_system=='Linux'") == "flash_attn"
+    assert parse_requirements("# c\nbrotli==1.1  # codec\n\nzstandard\n") == ("brotli==1.1", "zstandard")
+    assert {"torch", "triton", "numpy", "sentencepiece", "huggingface_hub"} <= declared_modules(
+        ["torch", "numpy", "sentencepiece", "huggingface-hub"])
