@@ -13,6 +13,18 @@ SHARED_DATA = Path(os.environ.get("PGOLF_SHARED_DATA", ROOT.parent / "shared" / 
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The test models are tiny: one intra-op thread is faster for them, and a second thread stalls
+    whenever another process holds the other core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def cache_dir(tmp_path_factory) -> Path:
     """Keep pgolf's cache (the embedded tokenizer) inside the test session."""
     path = tmp_path_factory.mktemp("pgolf-cache")

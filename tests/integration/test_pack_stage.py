@@ -10,7 +10,7 @@ import torch
 
 from pgolf import artifacts
 from pgolf.errors import ArtifactError
-from test_pack_support import flip_byte, invoke, one_thread, pack_cli, pack_dir, quant_dir, rehash_file  # noqa: F401
+from test_pack_support import flip_byte, invoke, pack_cli, pack_dir, quant_dir, rehash_file  # noqa: F401
 
 pytestmark = pytest.mark.slow  # the session's tiny model is trained, quantized and packed once
 

@@ -32,17 +32,6 @@ def pack_cli(quant: Path, out: Path, *extra: object):
     return invoke("pack", quant, "--out", out, *[x for kv in SMALL_EVAL for x in ("--set", kv)], *extra)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool overhead on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def quant_dir(tmp_path_factory, tiny_train) -> Path:
     """`pgolf quantize` (int6, round to nearest) of the session's tiny trained model."""
@@ -104,5 +93,5 @@ def result_line(stdout: str) -> dict:
     return json.loads(line.split(" ", 1)[1])
 
 
-__all__ = ["SMALL_EVAL", "VAL_TOKENS", "flip_byte", "invoke", "one_thread", "pack_cli", "pack_dir", "quant_dir",
+__all__ = ["SMALL_EVAL", "VAL_TOKENS", "flip_byte", "invoke", "pack_cli", "pack_dir", "quant_dir",
            "rehash_file", "result_line", "val_arrays", "write_val_slice"]

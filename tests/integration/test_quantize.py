@@ -30,15 +30,6 @@ SCHEME_BITS = {"int8": (8, 8), "int6": (6, 6), "int5mlp": (5, 6), "int4mlp": (4,
 TINY_PASSTHROUGH = 96 * 96 // 4  # the tiny preset's model_dim is 96
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine is shared: one intra-op thread keeps these tests fast and their timing stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scheme_dirs(tiny_train, tmp_path_factory):
     """One quant artifact per scheme (round-to-nearest, defaults), written by the stage."""

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from pgolf import artifacts
@@ -48,14 +47,6 @@ max_bytes = 1_000_000
 max_train_seconds = 600.0
 max_eval_seconds = 600.0
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _invoke(*args):

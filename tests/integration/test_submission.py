@@ -18,7 +18,6 @@ from test_pack_support import (  # noqa: F401
     SMALL_EVAL,
     VAL_TOKENS,
     invoke,
-    one_thread,
     pack_dir,
     quant_dir,
     result_line,

@@ -22,16 +22,6 @@ from pgolf.train.validate import ValData
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Models this small run faster on one thread, and a second one stalls whenever another job
-    holds the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_args(data, out, *extra):
     return ["train", "--preset", "tiny", "--data", str(data), "--out", str(out), "--set", "checkpoint_every_s=0", *extra]
 

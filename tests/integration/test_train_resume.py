@@ -21,16 +21,6 @@ SETS = ["--set", "iterations=24", "--set", "warmdown_iters=8", "--set", "val_eve
         "--set", "max_seconds=0", "--set", "ema_decay=0.9", "--set", "batch_tokens=2048"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Models this small run faster on one thread, and a second one stalls whenever another job
-    holds the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _args(data, out, *extra):
     return ["train", "--preset", "tiny", "--data", str(data), "--out", str(out), *SETS, *extra]
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from pgolf import artifacts
@@ -30,14 +29,6 @@ VAL_DOCS = 2
 
 def sets(*extra: str) -> list[str]:
     return [x for kv in (*EVAL_SET, *extra) for x in ("--set", kv)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,6 @@ SUBMIT = ["--author", "Ada L", "--github-id", "ada", "--name", "Tiny run", "--bl
           "--date", "2026-05-02"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool overhead on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def legal_run(tmp_path_factory, embedded_data, tiny_train):
     return build_run(tmp_path_factory.mktemp("verify") / "run", embedded_data, tiny_train)

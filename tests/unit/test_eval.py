@@ -10,7 +10,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_eval_support import BOS, VOCAB, ConvLM, byte_counts, reference_nll, stream, tiny_gpt
-from test_eval_support import one_thread  # noqa: F401 (an autouse fixture)
 
 from pgolf.errors import ConfigError, DataError
 from pgolf.eval import EvalConfig, check_ledger, chunk_ranges, document_segments, evaluate, sliding_windows

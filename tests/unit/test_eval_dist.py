@@ -9,7 +9,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_eval_support import BOS, byte_counts, stream, tiny_gpt
-from test_eval_support import one_thread  # noqa: F401 (an autouse fixture)
 
 from pgolf.eval import EvalConfig, TTTConfig, World, check_ledger, evaluate, parse_ledger
 
@@ -21,9 +20,17 @@ def config(mode: str) -> EvalConfig:
                       ttt=TTTConfig(seq_len=10, epochs=2, batch_seqs=4, lr=0.05))
 
 
-def _worker(rank: int, store: str, out: str) -> None:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         tokens = stream(N, seed=11)
         # TTT covers both halves: scoring split across ranks, gradients summed across ranks
@@ -44,7 +51,7 @@ def test_world_share_splits_contiguously():
 
 @pytest.mark.slow
 def test_two_ranks_equal_one_process(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     tokens = stream(N, seed=11)
     text0 = (tmp_path / "ttt.0.jsonl").read_text()
     assert text0 == (tmp_path / "ttt.1.jsonl").read_text()  # every rank holds the same ledger

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -12,16 +11,6 @@ from pgolf.model import GPT, ModelConfig
 
 VOCAB = 48
 BOS = 1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and on shared cores a second thread that spins
-    while others compute slows a step down many times over. Import it into a test module to use it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class ConvLM(nn.Module):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from test_eval_support import BOS, VOCAB, ConvLM, byte_counts, stream, tiny_gpt
-from test_eval_support import one_thread  # noqa: F401 (an autouse fixture)
 
 from pgolf.errors import ConfigError, LegalityError
 from pgolf.eval import ChunkInfo, CommittedView, EvalConfig, GradientAdapter, TTTConfig, check_ledger, evaluate

@@ -19,13 +19,6 @@ from pgolf.quant.rowwise import fake_quantize_rows
 V, T, BOS = 64, 24, 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared machine they only contend."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 # Three layers so recurrence, U-Net skips, XSA and value embeddings all have room.
 TINY = ModelConfig(vocab_size=V, num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2)
 

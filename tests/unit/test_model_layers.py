@@ -20,14 +20,6 @@ from pgolf.model.layers import (
     rotary_tables,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared machine they only contend."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def reference_attention(q, k, v, mask=None):
     """Explicit softmax(q k^T / sqrt(E)) v with K/V head h // group serving query head h."""

@@ -11,16 +11,6 @@ from pgolf.optim import Muon, OptimSettings, build_optimizers, newton_schulz, sp
 SHAPES = [(16, 32), (48, 16), (24, 24)]  # wide, tall, square
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Models this small run faster on one thread, and a second one stalls whenever another job
-    holds the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _pairs(seed=0):
     torch.manual_seed(seed)
     ours = [torch.nn.Parameter(torch.randn(*s)) for s in SHAPES]

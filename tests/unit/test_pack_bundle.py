@@ -11,8 +11,6 @@ from pgolf.pack import bundle as B
 from pgolf.pack import encode_model
 from pgolf.pack.packed import FORMAT, check_meta, packed_meta, unpack_model
 
-torch.set_num_threads(1)
-
 # A small package that exercises what the bundler must get right.
 PKG = {
     "bpkg/__init__.py": '"""Package doc."""\nfrom bpkg.core import VALUE as VALUE\n',

@@ -13,15 +13,6 @@ from pgolf.verify.probes import ModelScorer, ProbeConfig, replay, run_probes
 CFG = ProbeConfig(positions=48, window=16, batch=64)
 V = 64
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool overhead on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def tiny_gpt(**kw) -> GPT:
     torch.manual_seed(0)

@@ -72,7 +72,7 @@ def test_non_record_track_lowers_time_and_significance_rules():
     assert isinstance(capped[0], CheckResult)
 
 
-def test_the_readme_section_documents_every_check():
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "readme" / "verify.md").read_text("utf-8")
+def test_the_verify_reference_documents_every_check():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "verify.md").read_text("utf-8")
     for rule_id in ALL:
         assert f"**{rule_id}**" in doc, rule_id

@@ -16,16 +16,6 @@ from pgolf.train.checkpoint import decode_state, encode_state
 VOCAB = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Models this small run faster on one thread, and a second one stalls whenever another job
-    holds the other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class FakeClock:
     def __init__(self):
         self.now = 0.0

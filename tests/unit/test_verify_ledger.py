@@ -15,15 +15,6 @@ from test_verify_evidence import legal_evidence, verdicts
 
 LEDGER_RULES = ("TTT-1", "TTT-2", "TTT-3", "TTT-4", "TTT-5", "TTT-8", "MET-1", "MET-4", "MET-8")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool overhead on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def _stream(num_docs=12, seed=0):
     rng = np.random.default_rng(seed)

@@ -1,6 +1,6 @@
 """Quantization: per-scheme quantize/dequantize, clip search, SDClip, GPTQ, pruning (pure).
 
-Public API (docs/readme/quantize.md):
+Public API (docs/quantize.md):
 - `QuantizeConfig`; `quantize_state(state, cfg, hessians=None) -> QuantResult`;
   `dequantize_state(tensors, meta) -> state_dict`; `plan_tensor` (the scheme table);
 - `rtn_quantize`, `gptq_quantize`, `ClipSpec`, `RowQuant` (one matrix); `magnitude_prune`;

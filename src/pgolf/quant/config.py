@@ -1,6 +1,6 @@
 """`QuantizeConfig`: how `pgolf quantize` turns a float state dict into integer codes and scales.
 
-Every key is documented in docs/readme/quantize.md; the defaults reproduce the challenge baseline's
+Every key is documented in docs/quantize.md; the defaults reproduce the challenge baseline's
 export (per-row int8, 0.9999984 quantile clip) except for the scale floor (see `scale_floor`).
 """
 
@@ -59,7 +59,7 @@ def override_bits(name: str, overrides: tuple[tuple[str, int], ...]) -> int | No
 class QuantizeConfig:
     """Per-tensor quantization policy, clipping, GPTQ, calibration and pruning settings."""
 
-    # Which width each tensor class gets (docs/readme/quantize.md, "Schemes").
+    # Which width each tensor class gets (docs/quantize.md, "Schemes").
     scheme: Scheme = "int8"
     # Per-row clip c_r that sets the scale s_r = max(c_r / qmax, floor).
     clip: ClipMethod = "quantile"

@@ -2,7 +2,7 @@
 
 `run_checks(evidence)` walks the rule registry (`pgolf.verify.rules`) in order: a rule with a check
 runs it, a rule without one gets an INFO line saying why it cannot be checked; then the track caps
-apply. Each function is named in the registry and documented in docs/readme/verify.md.
+apply. Each function is named in the registry and documented in docs/verify.md.
 """
 
 from __future__ import annotations
