@@ -4,7 +4,9 @@ A `PgolfError` is a mistake the user can fix (a missing file, a corrupt shard, a
 prints its one-line message on stderr and exits with `exit_code`, never a traceback. Internal
 invariants use `assert`.
 
-Exit codes: 0 success, 1 `PgolfError`, 2 usage error (Typer), 3 readable but non-compliant (verify).
+Exit codes: 0 success, 1 `PgolfError`, 2 usage error (Typer), 3 readable but non-compliant
+(`NonCompliantError`: verify FAILs or refuses --submission, pack is over the byte budget, run
+completed but its verify FAILs), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -38,6 +40,6 @@ class LegalityError(PgolfError):
 
 
 class NonCompliantError(PgolfError):
-    """The artifact is readable but breaks the rules or the budget (verify, submission)."""
+    """The artifact is readable but breaks the rules or the budget (verify, submission, pack, run)."""
 
     exit_code = 3

@@ -49,9 +49,12 @@ def test_the_tiny_model_packs_within_the_budget(pack_dir, quant_dir):
     assert "pgolf.pack.reproduce" not in read_report(pack_dir.parent / "p-json")["modules"]
 
 
-def test_same_input_same_bytes_and_force(pack_dir, quant_dir, tmp_path):
+def test_same_input_same_bytes_and_force(pack_dir, quant_dir, tmp_path, embedded_data):
     again = pack_cli(quant_dir, tmp_path / "again")
     assert again.exit_code == 0, again.output
+    # the suggested evaluation names the data the model was trained on (from the lineage)
+    assert f"Next: pgolf ttt-eval {tmp_path / 'again'} --data {embedded_data.resolve()} --out {tmp_path / 'eval'}" \
+        in again.output
     for name in ("model.bin", "train_gpt.py"):
         assert (tmp_path / "again" / name).read_bytes() == (pack_dir / name).read_bytes(), name
     refused = pack_cli(quant_dir, tmp_path / "again")
@@ -147,7 +150,9 @@ def test_over_the_limit_is_written_flagged_and_exits_3(quant_dir, tmp_path):
     assert result.exit_code == 3, result.output
     doc = json.loads(result.stdout)
     assert doc["fits"] is False and doc["total_bytes"] > doc["limit_bytes"] == 100_000
-    assert "OVER BUDGET" in result.output and f"{doc['total_bytes']:,}" in result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("OVER BUDGET"))  # one line says it all
+    assert f"= {doc['total_bytes']:,} bytes > limit 100,000 by {doc['total_bytes'] - 100_000:,} bytes" in line
+    assert "pgolf quantize --scheme int5mlp" in line and "prune_frac" in line and str(out) in line  # an int6 model
     m = artifacts.read_manifest(out, "pack")
     assert m.metrics["fits"] is False and m.metrics["margin_bytes"] < 0
     # verify judges the written artifact on its own, and fails it

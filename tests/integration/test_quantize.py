@@ -16,6 +16,7 @@ from pgolf import artifacts
 from pgolf.cli import app
 from pgolf.errors import ArtifactError, LegalityError
 from pgolf.quant import QuantizeConfig, dequantize_state, quantize_state
+from pgolf.quant import calib as qcalib
 from pgolf.quant.matrix import hessian_row_error
 from pgolf.stages import quantize as stage
 from pgolf.stages import shardio
@@ -103,14 +104,14 @@ def test_clip_search_and_gptq_beat_round_to_nearest(tiny_train, embedded_data):
     state = model.state_dict()
     cfg = QuantizeConfig(scheme="int4mlp", passthrough_numel=TINY_PASSTHROUGH, gptq=True, calib_seq_len=128,
                          calib_tokens=8192)
-    names, extra = stage.calibration_targets(model, cfg)
+    names, extra = qcalib.calibration_targets(model, cfg)
     assert "tok_emb.weight" in names and extra == {"tok_emb.weight": ("final_norm", "output")}
     shards = stage.calibration_shards(embedded_data, None)
-    calib, _ = stage.train_calibration_tokens(shards, 64, 128, 1024)
+    tokens, _ = stage.train_calibration_tokens(shards, 64, 128, 1024)
     held = torch.from_numpy(np.asarray(shardio.open_shard(shards[-1])[-64 * 128:], dtype=np.int64)).view(64, 128)
     cpu = torch.device("cpu")
-    h_calib = stage.collect_hessians(model, calib, names, extra, cpu)
-    h_held = stage.collect_hessians(model, held, names, extra, cpu)
+    h_calib = qcalib.calibration_hessians(model, tokens, names, extra, cpu)
+    h_held = qcalib.calibration_hessians(model, held, names, extra, cpu)
 
     def errors(c, hessians=None):
         res = quantize_state(state, c, hessians)

@@ -200,10 +200,16 @@ def test_interrupted_run_resumes_training_from_its_checkpoint(config, first_run,
     assert launches[1]["config_sha256"] == launches[2]["config_sha256"] != launches[0]["config_sha256"]
 
 
+@pytest.fixture(scope="module")
+def sweep(first_run, config, tmp_path_factory):
+    """`--seeds 7,8` on the first run's data: (run directory, the CLI result)."""
+    out = tmp_path_factory.mktemp("sweep") / "sweep"
+    return out, _invoke(config, "--out", out, "--data", first_run[0] / "data", "--seeds", "7,8", "--json")
+
+
 @pytest.mark.slow
-def test_seed_sweep_runs_each_seed_and_verifies_them_together(first_run, config, tmp_path):
-    out = tmp_path / "sweep"
-    result = _invoke(config, "--out", out, "--data", first_run[0] / "data", "--seeds", "7,8", "--json")
+def test_seed_sweep_runs_each_seed_and_verifies_them_together(sweep):
+    out, result = sweep
     doc = json.loads(result.stdout)
     # Several seeds are a record claim, which needs three: STAT-1 FAILs, and a completed run that
     # verify FAILs exits 3.
@@ -221,6 +227,60 @@ def test_seed_sweep_runs_each_seed_and_verifies_them_together(first_run, config,
     assert [x["seed"] for x in launches] == [7, 8] and len({x["config_sha256"] for x in launches}) == 1
     assert [x["run_dir"] for x in launches] == ["seed-7", "seed-8"]
     assert (out / "report" / "compare.png").is_file() and "seed-8" in (out / "report" / "report.md").read_text()
+    # verify read the launch ledger: one config, one data
+    checks = json.loads((out / "verify" / "report.json").read_text())["checks"]
+    assert any(c["id"] == "STAT-1" and c["verdict"] == "PASS" and "launch ledger records seed 7, seed 8" in c["detail"]
+               for c in checks)
+    ledger = (out / run_stage.RUN_FILE).resolve()
+    assert [(c["verdict"], c["detail"]) for c in checks if c["id"] == "STAT-3"] == [
+        ("PASS", f"every seed the launch ledger ({ledger}) records as launched with this config (7, 8) is among the "
+                 "runs verified")]
+    # the seed is no part of the submission file: one train_gpt.py serves every seed (SEED picks one)
+    assert (out / "seed-7" / "pack" / "train_gpt.py").read_bytes() == (out / "seed-8" / "pack" / "train_gpt.py").read_bytes()
+
+
+@pytest.mark.slow
+def test_three_seeds_make_one_submission_and_the_ledger_guards_the_config(sweep, config, first_run, tmp_path):
+    out = shutil.copytree(sweep[0], tmp_path / "sweep")
+    result = _invoke(config, "--out", out, "--data", first_run[0] / "data", "--seeds", "7,8,9", "--json")
+    assert result.exit_code == 0, result.output  # three seeds of one config: STAT-1 passes
+    assert _statuses(json.loads(result.stdout))[("train", 8)] == "reused"
+    folder = tmp_path / "records" / "2026-05-02_Sweep"
+    submitted = runner.invoke(app, ["verify", str(out), "--track", "non_record_16mb", "--submission", str(folder),
+                                    "--author", "Ada L", "--github-id", "ada", "--name", "Sweep", "--blurb", "Three.",
+                                    "--out", str(tmp_path / "v")])
+    assert submitted.exit_code == 0, submitted.output
+    assert sorted(p.name for p in folder.glob("train_seed*.log")) == [f"train_seed{n}.log" for n in (7, 8, 9)]
+    assert (folder / "train_gpt.py").read_bytes() == (out / "seed-9" / "pack" / "train_gpt.py").read_bytes()
+
+    # a seed left out of the runs verified is a hidden seed: STAT-3 names it
+    partial = runner.invoke(app, ["verify", str(out / "seed-7"), str(out / "seed-8"), "--out", str(tmp_path / "v"),
+                                  "--json"])
+    stat3 = [c for c in json.loads(partial.stdout)["checks"] if c["id"] == "STAT-3"]
+    assert [c["verdict"] for c in stat3] == ["FAIL"] and "seed(s) 9 launched with this config" in stat3[0]["detail"]
+
+    ledger = (out / run_stage.RUN_FILE).read_text()
+
+    def stat1_after(change):
+        record = json.loads(ledger)
+        change(next(x for x in record["launches"] if x["seed"] == 9))
+        (out / run_stage.RUN_FILE).write_text(json.dumps(record))
+        checked = runner.invoke(app, ["verify", str(out), "--out", str(tmp_path / "v"), "--json"])
+        assert checked.exit_code == 3, checked.output
+        return [c["detail"] for c in json.loads(checked.stdout)["checks"] if c["id"] == "STAT-1" and c["verdict"] == "FAIL"]
+
+    assert any("seed 9 was launched on other data than seed 7" in d for d in stat1_after(
+        lambda x: x.update(data_sha256="0" * 64)))
+    fails = stat1_after(lambda x: x.update(config_sha256="1" * 64))
+    assert any("seed 9 was launched with another config than seed 7" in d for d in fails)
+    assert any("seed 9: its launch record" in d and "another config than its train manifest" in d for d in fails)
+
+    (out / run_stage.RUN_FILE).write_text("{not json")  # an unreadable ledger is no ledger: the manifests judge
+    checked = runner.invoke(app, ["verify", str(out), "--out", str(tmp_path / "v"), "--json"])
+    assert checked.exit_code == 0, checked.output
+    stat = {(c["id"], c["verdict"]): c["detail"] for c in json.loads(checked.stdout)["checks"]
+            if c["id"] in ("STAT-1", "STAT-3")}
+    assert list(stat) == [("STAT-1", "PASS"), ("STAT-3", "WARN")] and "no launch ledger" in stat[("STAT-3", "WARN")]
 
 
 @pytest.mark.parametrize("text, args, message", [
@@ -232,6 +292,7 @@ def test_seed_sweep_runs_each_seed_and_verifies_them_together(first_run, config,
     ('[quantize]\nschme = "int6"\n', [], "did you mean 'scheme'?"),
     ('[quantize]\nscheme = "int3"\n', [], "unknown scheme 'int3'"),
     ('[train]\npreset = "huge"\n', [], "unknown preset 'huge'"),
+    ('[train]\npreset = "tinny"\n', [], "unknown preset 'tinny'; did you mean 'tiny'?"),
     ("[eval]\nmode = 'fast'\n", [], "config key 'eval.mode' must be one of"),
     ('[data]\ndir = "somewhere"\nval_docs = 3\n', [], "either name an existing data directory"),
     ("", ["--from", "quantise"], "--from 'quantise' is not a stage; valid stages: data, train, quantize, pack, eval, "
@@ -260,6 +321,28 @@ def test_refuses_a_directory_that_is_not_a_run(tmp_path, config):
     result = _invoke(config, "--out", out)
     assert result.exit_code == 1 and "not a pgolf run directory" in result.output and "--force" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_verify_judges_the_bytes_against_the_pack_limit(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from pgolf.runtime import console
+
+    said = io.StringIO()
+    monkeypatch.setattr(console, "console", Console(file=said, width=300))
+    cfg = tmp_path / "pipeline.toml"
+    base = '[train]\npreset = "tiny"\n'
+    cfg.write_text(base)
+    assert run_stage.load_pipeline(cfg).verify.max_bytes is None  # no limit anywhere: the track's
+    cfg.write_text(base + "[pack]\nlimit_bytes = 500_000\n")
+    assert run_stage.load_pipeline(cfg).verify.max_bytes == 500_000  # only the pack's: verify uses it
+    assert not said.getvalue()
+    cfg.write_text(base + "[pack]\nlimit_bytes = 500_000\n[verify]\nmax_bytes = 400_000\n")
+    assert run_stage.load_pipeline(cfg).verify.max_bytes == 400_000  # both: verify's, with one warning line
+    lines = said.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "500,000" in lines[0] and "400,000" in lines[0]
 
 
 def test_demo_config_parses_and_make_demo_runs_it():

@@ -121,6 +121,8 @@ def test_bad_inputs_are_one_line_errors_and_leave_nothing(tmp_path, embedded_dat
     _fails(_tiny_args(tmp_path / "missing", out), "missing does not exist")
     _fails(["train", "--preset", "nope", "--data", str(embedded_data), "--out", str(out)],
            "unknown preset 'nope'", "baseline", "tiny")
+    _fails(["train", "--preset", "tinny", "--data", str(embedded_data), "--out", str(out)],
+           "unknown preset 'tinny'; did you mean 'tiny'?", "valid presets: ")
     _fails(_tiny_args(embedded_data, out, "--set", "matrx_lr=0.1"), "did you mean 'matrix_lr'")
     _fails(_tiny_args(embedded_data, out, "--resume"), "nothing to resume")
     _fails(["train", "--data", str(embedded_data), "--out", str(out)], "no config given", "--preset")
@@ -134,6 +136,20 @@ def test_bad_inputs_are_one_line_errors_and_leave_nothing(tmp_path, embedded_dat
     _fails(["train", "--config", str(tmp_path / "none.toml"), "--data", str(embedded_data), "--out", str(out)],
            "none.toml does not exist")
     assert not out.exists() and not stage.work_dir(out).exists()
+
+
+def test_only_rank_0_prints_under_torchrun(tmp_path, monkeypatch):
+    """Every rank returns the manifest; one --json document comes out (rank 0's)."""
+    from pgolf.artifacts import Manifest
+
+    monkeypatch.setattr(stage, "run", lambda *a, **k: Manifest(kind="train", metrics={"steps": 1}))
+    args = ["train", "--preset", "tiny", "--out", str(tmp_path / "t"), "--json"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, prints in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert bool(result.stdout.strip()) is prints and (not prints or json.loads(result.stdout)["steps"] == 1)
 
 
 def test_an_interrupted_run_blocks_a_fresh_start_and_keeps_its_config(tmp_path, embedded_data):

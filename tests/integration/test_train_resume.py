@@ -1,6 +1,7 @@
 """Interrupted runs: SIGKILL mid-run, then --resume, gives the same bits as an uninterrupted run; a
 2-process gloo run gives the losses of a 1-process run with the same global batch."""
 
+import json
 import os
 import signal
 import subprocess
@@ -94,9 +95,11 @@ def test_two_gloo_processes_match_one(tmp_path, embedded_data):
 
     two = tmp_path / "two"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf",
-           *_args(embedded_data, two, "--set", "iterations=6", *common)]
+           *_args(embedded_data, two, "--set", "iterations=6", *common), "--json"]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["out"] == str(two)  # one JSON document: only rank 0 prints
+    assert "FutureWarning" not in proc.stderr
     m1, m2 = read_manifest(one, "train"), read_manifest(two, "train")
     assert m2.env["world_size"] == 2 and m2.metrics["grad_accum"] == 1 and m1.metrics["grad_accum"] == 2
     l1, l2 = _steps(read_metrics(one / "metrics.jsonl")), _steps(read_metrics(two / "metrics.jsonl"))

@@ -250,9 +250,34 @@ def test_fewer_than_three_seeds_or_another_config(three_seeds):
     assert "eval.stride" in " ".join(c["detail"] for c in doc["checks"] if c["id"] == "STAT-1")
 
 
-def test_a_directory_of_seed_runs(three_seeds, tmp_path):
+def test_a_directory_of_seed_runs(three_seeds, tmp_path, monkeypatch):
     result, doc = verify(tmp_path)
     assert result.exit_code == 0 and len(doc["seeds"]) == 3 and "stats" in doc
+    # `out` is as given, like every path pgolf prints: relative DIRs, a relative report directory
+    monkeypatch.chdir(tmp_path)
+    result, doc = verify(*(p.name for p in three_seeds))
+    assert result.exit_code == 0 and doc["out"] == "verify" and (tmp_path / "verify" / "report.json").is_file()
+
+
+def test_a_run_directory_is_one_run_and_an_extra_eval_is_no_seed(run):
+    shutil.copytree(run / "eval", run / "eval-ttt")  # an extra evaluation written beside eval/
+    result, doc = verify(run)
+    assert result.exit_code == 0, result.output
+    assert doc["dirs"] == [str(run / "eval")] and "stats" not in doc
+    alone, doc = verify(run / "eval-ttt")  # verified by path, it is a run of its own
+    assert alone.exit_code == 0 and doc["dirs"] == [str(run / "eval-ttt")]
+
+
+def test_a_sweep_directory_s_seeds_are_its_seed_dirs(three_seeds, tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for r in three_seeds:
+        shutil.move(r, sweep / r.name.replace("seed", "seed-"))
+    shutil.copytree(sweep / "seed-11" / "data", sweep / "data")  # a shared data/ beside them is no run
+    (sweep / "notes").mkdir()
+    result, doc = verify(sweep)
+    assert result.exit_code == 0, result.output
+    assert doc["dirs"] == [str(sweep / f"seed-{n}" / "eval") for n in (11, 12, 13)]
 
 
 # ============================================================================ the submission folder

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pgolf.errors import ConfigError
+from pgolf.errors import ConfigError, DataError
 from pgolf.model import GPT, ModelConfig
 from pgolf.quant import (
     ClipSpec,
@@ -253,3 +253,33 @@ def test_generate_calibration_first_tokens_are_uniform_and_seeded():
     assert counts.min() > 25 and counts.max() < 75  # 50 expected per token
     b = generate_calibration(model, num_seqs=400, seq_len=2, seed=1, batch_size=400)
     assert not torch.equal(a, b)
+
+
+def test_pgolf_gpt_calibration_targets_and_hessians():
+    """The stage's calibration (shared with the submission file): every integer-width linear weight and
+    the tied head, whose input is final_norm's output; H is a mean over rows (a repeated sequence gives
+    its own H); the training stream's tokens in order."""
+    import numpy as np
+
+    from pgolf.quant.calib import calibration_hessians, calibration_targets, stream_calibration_tokens
+
+    torch.manual_seed(8)
+    model = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
+    names, extra = calibration_targets(model, QuantizeConfig(scheme="int6", passthrough_numel=0))
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert sorted(names) == sorted([f"{n}.weight" for n in linear] + ["tok_emb.weight"])
+    assert extra == {"tok_emb.weight": ("final_norm", "output")}
+    shards = [np.arange(50, dtype=np.uint16) % 64, np.arange(30, dtype=np.uint16)]
+    tokens = stream_calibration_tokens(shards, num_seqs=9, seq_len=16, vocab_size=64)
+    assert tokens.shape == (5, 16) and tokens.dtype == torch.int64  # 80 tokens: 5 of the 9 sequences asked
+    assert torch.equal(tokens.flatten()[48:52], torch.tensor([48, 49, 0, 1]))  # the shards in order
+    cpu = torch.device("cpu")
+    h = calibration_hessians(model, tokens, names, extra, cpu)
+    assert sorted(h) == sorted(names) and h["tok_emb.weight"].shape == (32, 32)
+    whole = calibration_hessians(model, tokens[:1].repeat(5, 1), names, extra, cpu)
+    one = calibration_hessians(model, tokens[:1], names, extra, cpu)
+    torch.testing.assert_close(whole["blocks.0.attn.c_q.weight"], one["blocks.0.attn.c_q.weight"])
+    with pytest.raises(DataError, match="fewer than one sequence"):
+        stream_calibration_tokens(shards, num_seqs=1, seq_len=81, vocab_size=64)
+    with pytest.raises(DataError, match="outside the model's vocabulary"):
+        stream_calibration_tokens(shards, num_seqs=1, seq_len=60, vocab_size=40)

@@ -205,3 +205,23 @@ def test_interrupt_checkpoints_and_resume_is_bit_identical(tmp_path):
     state, extra = decode_state(loaded, raw_meta["pgolf.checkpoint"])
     assert extra == {"metrics_offset": 7} and state.stream == saved[0].stream
     _same(_gpt_run(cfg, resume=state), straight)
+
+
+def test_ddp_wrapper_uses_no_deprecated_argument(tmp_path):
+    """torch 2.13 deprecates DDP's broadcast_buffers with a FutureWarning; the wrapper asks for the same
+    behaviour (no buffer sync before each forward) by whichever name this torch knows."""
+    import warnings
+
+    import torch.distributed as dist
+
+    from pgolf.train.loop import wrap_ddp
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            wrapped = wrap_ddp(nn.Linear(4, 2), torch.device("cpu"))
+        assert wrapped(torch.ones(3, 4)).shape == (3, 2)
+        assert getattr(wrapped, "forward_sync_buffers", getattr(wrapped, "broadcast_buffers", None)) is False
+    finally:
+        dist.destroy_process_group()

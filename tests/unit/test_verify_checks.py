@@ -13,7 +13,7 @@ import pytest
 
 from pgolf.eval.ledger import AdaptStep
 from pgolf.verify.checks import run_checks
-from pgolf.verify.evidence import FolderFacts, InputFact, Options, ProbeFacts, TRACKS
+from pgolf.verify.evidence import FolderFacts, InputFact, LaunchFacts, Options, ProbeFacts, TRACKS
 from pgolf.verify.facts import paid_prefix
 from test_verify_evidence import ledger_facts, legal_evidence, stream, ttt_ledger, verdicts
 
@@ -399,6 +399,65 @@ def test_stat_1_fewer_than_three_seeds_for_a_claim():
     assert verdicts(legal_evidence((1, 2), claim=True), "STAT-1") == {"FAIL"}
     assert verdicts(legal_evidence((1, 1, 2), claim=True), "STAT-1") == {"FAIL"}  # a repeated seed
     assert verdicts(legal_evidence((1,)), "STAT-1") == {"INFO"}  # no claim
+
+
+def _launch_ledger(ev, launched=None, config="cfg-sha"):
+    """Record every seed's training in one run.json whose launches are `launched` (seed, config_sha256)
+    pairs (default: the seeds verified, all of `config`); the data_sha256 is the data manifest's."""
+    pairs = launched if launched is not None else [(s.seed, config) for s in ev.seeds]
+    launches = tuple({"run_id": f"L{i}", "seed": seed, "config_sha256": cfg, "data_sha256": "sha-data"}
+                     for i, (seed, cfg) in enumerate(pairs))
+    for s in ev.seeds:
+        record = next(x for x in launches if x["seed"] == s.seed)
+        s.launch = LaunchFacts("/runs/sweep/run.json", record, launches, config)
+
+
+def _relaunch(s, **changes):
+    """The seed's launch record with `changes` (as a tampered or other run.json would hold it)."""
+    s.launch = dataclasses.replace(s.launch, record={**s.launch.record, **changes})
+
+
+def test_stat_1_the_launch_ledger_records_one_config_on_one_data():
+    ev = legal_evidence((1, 2, 3), claim=True)
+    _launch_ledger(ev)
+    assert verdicts(ev, "STAT-1") == {"PASS"}
+    assert "the launch ledger records seed 1, seed 2, seed 3 launched with one config" in detail(ev, "STAT-1")
+    _relaunch(ev.seeds[2], data_sha256="sha-other-data")  # the manifests agree (PASS), the ledger does not
+    assert verdicts(ev, "STAT-1") == {"PASS", "FAIL"}
+    assert "seed 3 was launched on other data than seed 1" in detail(ev, "STAT-1")
+    _relaunch(ev.seeds[2], data_sha256="sha-data", config_sha256="cfg-other")
+    text = detail(ev, "STAT-1")
+    assert "seed 3 was launched with another config than seed 1" in text
+    assert "seed 3: its launch record in /runs/sweep/run.json names another config than its train manifest" in text
+    ev.seeds[1].launch = ev.seeds[2].launch = None  # one record left: the manifests alone judge STAT-1
+    assert verdicts(ev, "STAT-1") == {"PASS"} and "launch ledger" not in detail(ev, "STAT-1")
+
+
+def test_stat_3_every_launched_seed_is_reported():
+    ev = legal_evidence((1, 2, 3), claim=True)
+    assert verdicts(ev, "STAT-3") == {"WARN"} and "no launch ledger" in detail(ev, "STAT-3")
+    _launch_ledger(ev, [(1, "cfg-sha"), (2, "cfg-sha"), (3, "cfg-sha"), (3, "cfg-sha"), (9, "cfg-other")])
+    assert verdicts(ev, "STAT-3") == {"PASS"}  # a resumed launch and another config's seed are no hidden seed
+    assert "(1, 2, 3) is among the runs verified" in detail(ev, "STAT-3")
+    # the rulebook's plant: five launches, the best three reported
+    _launch_ledger(ev, [(x, "cfg-sha") for x in (1, 2, 3, 10, 4)])
+    assert verdicts(ev, "STAT-3") == {"FAIL"}
+    assert "seed(s) 4, 10 launched with this config (/runs/sweep/run.json) are not among the runs verified" \
+        in detail(ev, "STAT-3")
+    _launch_ledger(ev)
+    ev.seeds[2].launch = None
+    assert verdicts(ev, "STAT-3") == {"WARN"} and "no launch ledger records seed 3" in detail(ev, "STAT-3")
+
+
+def test_stat_3_a_single_run_fails_only_when_claimed_for_a_track():
+    ev = legal_evidence((42,))
+    assert verdicts(ev, "STAT-3") == {"INFO"} and "no launch ledger" in detail(ev, "STAT-3")
+    _launch_ledger(ev, [(1337, "cfg-sha"), (42, "cfg-sha")])  # the config's seed changed between two runs
+    assert verdicts(ev, "STAT-3") == {"INFO"} and "seed(s) 1337 launched with this config" in detail(ev, "STAT-3")
+    ev.options = dataclasses.replace(ev.options, strict=True)  # --track or --submission
+    assert verdicts(ev, "STAT-3") == {"FAIL"}
+    _launch_ledger(ev)
+    assert verdicts(ev, "STAT-3") == {"PASS"}
 
 
 def _seed_losses(ev, losses, bpt):

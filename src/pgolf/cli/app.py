@@ -30,7 +30,8 @@ app = typer.Typer(
          "Stages read and write versioned artifacts: data build -> train -> quantize -> pack -> ttt-eval -> "
          "verify; `pgolf run` runs them all from one config.",
     epilog="Exit codes: 0 success, 1 error (bad input, missing or corrupt artifact), 2 usage error, "
-           "3 readable but non-compliant (verify).",
+           "3 readable but non-compliant (verify FAILs, pack over the byte budget, run completed but its verify "
+           "FAILs), 130 interrupted.",
 )
 
 
@@ -99,7 +100,15 @@ def emit(data: Mapping[str, Any], json_out: bool, title: str = "") -> None:
 def next_step(text: str) -> None:
     from pgolf.runtime.console import console
 
-    console.print(f"[dim]Next:[/] {text}", markup=True)
+    console.print(f"[dim]Next:[/] {text}", markup=True, soft_wrap=True)  # never broken: it is copied
+
+
+def shown(path: Path) -> str:
+    """A resolved path as a suggested command shows it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def load_config(cls: type[T], config: Path | None, overrides: Sequence[str] | None, section: str | None = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pgolf.cli.app import app, emit, next_step, user_errors
+from pgolf.cli.app import app, emit, next_step, shown, user_errors
 
 
 @app.command(
@@ -35,13 +35,18 @@ def pack_command(
     Exit codes: 0 packed and within the limit; 1 error (nothing written); 3 packed but over the limit.
     """
     with user_errors():
+        from pgolf.errors import NonCompliantError
         from pgolf.stages import pack as stage
+        from pgolf.stages.ttt_eval import default_out as eval_out
 
         out = out if out is not None else stage.default_out(quant_dir)
         cfg = stage.load_config(config, list(set_ or []), codec)
         manifest = stage.run(cfg, quant_dir, out, force=force)
         emit(stage.summary(manifest, out), json_out, title=f"pack -> {out}")
-    if not manifest.metrics["fits"]:
-        raise typer.Exit(3)
+    if not manifest.metrics["fits"]:  # the artifact is written; the OVER BUDGET line said why
+        raise typer.Exit(NonCompliantError.exit_code)
     if not json_out:
-        next_step(f"pgolf ttt-eval {out} --out {out.parent / 'eval'}")
+        data, tokenizer = stage.lineage_data(quant_dir)
+        inputs = (f" --data {shown(data)}" if data is not None else "") + \
+            (f" --tokenizer {shown(tokenizer)}" if tokenizer is not None else "")
+        next_step(f"pgolf ttt-eval {out}{inputs} --out {eval_out(out)}")

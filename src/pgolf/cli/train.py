@@ -40,6 +40,7 @@ def train_command(
     """Train a model from a preset or a config file on a data directory."""
     with user_errors():
         from pgolf.errors import ConfigError
+        from pgolf.runtime import dist
         from pgolf.stages import train as stage
 
         overrides = list(set_ or [])
@@ -58,6 +59,8 @@ def train_command(
         cfg = stage.load_config(preset, config, overrides) if given else None
         source = f"preset:{preset}" if preset else (f"file:{config}" if config else "")
         manifest = stage.run(cfg, data, out, tokenizer=tokenizer, force=force, resume=resume, source=source)
-        emit(stage.summary(manifest, out), json_out, title=f"train -> {out}")
-    if not json_out:
+        is_main = dist.from_env().is_main
+        if is_main:  # one JSON document, however many ranks trained
+            emit(stage.summary(manifest, out), json_out, title=f"train -> {out}")
+    if not json_out and is_main:
         next_step(f"pgolf quantize {out}")

@@ -10,8 +10,8 @@ that produced it did, from the recipe recorded in the file:
 3. `pgolf pack`: `encode_model` with the recorded codec, layout and shuffle, and model.bin's meta.
 
 On the same data, seed, device and thread count this writes the bytes `pgolf pack` wrote (a test
-checks it). The calibration helpers below restate the quantize stage's (which tokens, which hooks);
-a test checks that both quantize a model to the same bits.
+checks it). GPTQ calibration uses the quantize stage's own helpers (`pgolf.quant.calib`); a test
+checks that both quantize a model to the same bits.
 """
 
 from __future__ import annotations
@@ -24,100 +24,57 @@ import numpy as np
 from pgolf.errors import ConfigError, DataError
 
 RECIPE_FORMAT = "pgolf.recipe/1"
-CALIB_BATCH_TOKENS = 32_768  # tokens per calibration forward pass (the quantize stage's)
 # The challenge's variables a reproduction may change: seeds for STAT-1, and the step and time caps.
 TRAIN_ENV = {"SEED": "seed", "ITERATIONS": "iterations", "MAX_WALLCLOCK_SECONDS": "max_seconds"}
+DEFAULT_SEED = 1337  # the challenge's SEED default: the recipe records no seed (one file serves every seed)
 
 
 def make_recipe(train: Mapping[str, Any], quantize: Mapping[str, Any], pack: Mapping[str, Any],
                 evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe train_gpt.py carries: TrainConfig, QuantizeConfig, model.bin's codec settings and
-    the evaluation it records in model.bin (all as JSON-native dicts)."""
-    return {"format": RECIPE_FORMAT, "train": dict(train), "quantize": dict(quantize),
+    """The recipe train_gpt.py carries: TrainConfig (without its seed, which SEED gives), QuantizeConfig,
+    model.bin's codec settings and the evaluation it records in model.bin (all as JSON-native dicts)."""
+    train = {k: v for k, v in train.items() if k != "seed"}
+    return {"format": RECIPE_FORMAT, "train": train, "quantize": dict(quantize),
             "pack": {k: pack[k] for k in ("codec", "layout", "shuffle")}, "eval": dict(evaluation)}
 
 
 def train_config(recipe: Mapping[str, Any], env: Mapping[str, str]):
-    """The recorded TrainConfig, with SEED / ITERATIONS / MAX_WALLCLOCK_SECONDS from the environment."""
+    """The recorded TrainConfig, with SEED (default 1337) / ITERATIONS / MAX_WALLCLOCK_SECONDS from the
+    environment."""
     from pgolf.config import apply_overrides, from_dict
     from pgolf.train.config import TrainConfig
 
     if recipe.get("format") != RECIPE_FORMAT:
         raise ConfigError(f"this train_gpt.py carries a recipe of format {recipe.get('format')!r}, expected "
                           f"{RECIPE_FORMAT!r}", "re-run `pgolf pack` with this pgolf")
-    return apply_overrides(from_dict(TrainConfig, recipe["train"]),
+    table = {"seed": DEFAULT_SEED, **recipe["train"]}  # a file packed before seeds were left out keeps its own
+    return apply_overrides(from_dict(TrainConfig, table),
                            [f"{key}={env[name]}" for name, key in TRAIN_ENV.items() if name in env])
 
 
-# ----------------------------------------------------------------------------- calibration (as the quantize stage)
-
-
-def calibration_targets(model, cfg) -> tuple[list[str], dict[str, tuple[str, str]]]:
-    """(weights GPTQ quantizes and can calibrate, extra hooks): every nn.Linear weight that gets an
-    integer width, plus the head, whose input is read at `final_norm` (GPT applies it with F.linear)."""
-    from torch import nn
-
-    from pgolf.model.params import param_class
-    from pgolf.quant.schemes import plan_tensor
-
-    extra = {("tok_emb.weight" if model.lm_head is None else "lm_head.weight"): ("final_norm", "output")}
-    hookable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear) and n} | set(extra)
-    names = [n for n, t in model.state_dict().items()
-             if n in hookable and t.ndim == 2 and t.is_floating_point()
-             and plan_tensor(n, tuple(t.shape), t.dtype, param_class(n), cfg).is_int]
-    return names, {k: v for k, v in extra.items() if k in names}
-
-
-def collect_hessians(model, tokens, names: Sequence[str], extra: Mapping[str, tuple[str, str]], device):
-    """{weight: mean x x^T} over calibration tokens [S, T] (bf16 autocast on CUDA, fp32 on CPU)."""
-    import torch
-
-    from pgolf.eval.scoring import autocast_for
-    from pgolf.quant.calib import HessianCollector
-
-    per_batch = max(1, CALIB_BATCH_TOKENS // tokens.shape[1])
-    model.eval()
-    with torch.no_grad(), autocast_for(device, True), HessianCollector(model, names, extra) as hc:
-        for batch in tokens.split(per_batch):
-            model.hidden(batch.to(device))
-    return hc.hessians()
-
-
-def calibration_tokens(shards: Sequence[np.ndarray], num_seqs: int, seq_len: int, vocab_size: int):
-    """The first num_seqs * seq_len tokens of the training stream as int64 [S, T] (fewer sequences
-    when the shards hold fewer tokens)."""
-    import torch
-
-    from pgolf.data.stream import TokenStream
-
-    total = sum(int(a.shape[0]) for a in shards)
-    num_seqs = min(num_seqs, total // seq_len)
-    if num_seqs < 1:
-        raise DataError(f"the training shards hold {total:,} tokens, fewer than one calibration sequence of {seq_len}")
-    flat = TokenStream(shards).take(num_seqs * seq_len)
-    if flat.max(initial=0) >= vocab_size:
-        raise DataError(f"calibration token ids reach {int(flat.max())}, outside the model's vocabulary of {vocab_size}")
-    return torch.from_numpy(np.ascontiguousarray(flat.reshape(num_seqs, seq_len)))
+# ----------------------------------------------------------------------------- quantization (as the quantize stage)
 
 
 def quantize_model(model, cfg, shards: Sequence[np.ndarray], device):
-    """`quantize_state` of the model's weights with `cfg`, GPTQ calibrated as `pgolf quantize` does."""
-    from pgolf.eval.scoring import autocast_for
-    from pgolf.quant.calib import generate_calibration
+    """`quantize_state` of the model's weights with `cfg`, GPTQ calibrated as `pgolf quantize` does
+    (the same helpers of `pgolf.quant.calib`, on the training stream's arrays instead of its files)."""
+    from pgolf.quant.calib import (
+        calibration_hessians,
+        calibration_targets,
+        self_calibration_tokens,
+        stream_calibration_tokens,
+    )
     from pgolf.quant.state import quantize_state
 
     hessians = None
     if cfg.gptq:
         names, extra = calibration_targets(model, cfg)
-        num_seqs, seq_len = cfg.calib_tokens // cfg.calib_seq_len, cfg.calib_seq_len
         if cfg.calib == "self":
-            with autocast_for(device, True):
-                tokens = generate_calibration(model, num_seqs, seq_len, temperature=cfg.calib_temperature,
-                                              seed=cfg.calib_seed, batch_size=max(1, CALIB_BATCH_TOKENS // seq_len))
-            tokens = tokens.cpu()
+            tokens = self_calibration_tokens(model, cfg, device)
         else:
-            tokens = calibration_tokens(shards, num_seqs, seq_len, model.cfg.vocab_size)
-        hessians = collect_hessians(model, tokens, names, extra, device)
+            tokens = stream_calibration_tokens(shards, cfg.calib_tokens // cfg.calib_seq_len, cfg.calib_seq_len,
+                                               model.cfg.vocab_size)
+        hessians = calibration_hessians(model, tokens, names, extra, device)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     return quantize_state(state, cfg, hessians)
 

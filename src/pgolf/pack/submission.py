@@ -21,7 +21,7 @@ Environment variables (the challenge's names where it has one):
 | DATA_PATH | ./data/datasets/fineweb10B_sp1024 | `fineweb_val_*.bin` (and `bytes_val_*.bin` sidecars); `fineweb_train_*.bin` to train |
 | TOKENIZER_PATH | ./data/tokenizers/fineweb_1024_bpe.model | SentencePiece model: byte counts when there is no sidecar |
 | VOCAB_SIZE | the model's | checked against the model |
-| SEED | the recipe's | the training seed (and torch's before evaluation) |
+| SEED | 1337 | the training seed (the recipe records none: one file serves every seed); when set, torch's before evaluation too |
 | ITERATIONS, MAX_WALLCLOCK_SECONDS | the recipe's | training step and time caps |
 | TRAIN | - | 1: train even when model.bin exists (and replace it) |
 | MODEL_PATH | model.bin next to the script | the packed model (read, or written by training) |

@@ -2,19 +2,29 @@
 
 The caller supplies the token batches (training tokens inside the training budget, or the output of
 `generate_calibration`); nothing here reads data. Validation tokens must never be used (rules DATA-7).
+
+The last section is GPTQ calibration of a pgolf GPT as `pgolf quantize` runs it, shared with the
+submission file's own quantization (`pgolf.pack.reproduce`) so both give the same Hessians: which
+weights are calibrated (`calibration_targets`), which tokens (`stream_calibration_tokens`,
+`self_calibration_tokens`) and how they are fed (`calibration_hessians`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
-from pgolf.errors import ConfigError
+from pgolf.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from pgolf.quant.config import QuantizeConfig
 
 Where = Literal["input", "output"]
+CALIB_BATCH_TOKENS = 32_768  # tokens per calibration forward pass (sequences per batch = this // seq_len)
 
 
 class HessianCollector:
@@ -178,3 +188,76 @@ def generate_calibration(
     finally:
         model.train(was_training)
     return torch.cat(out, dim=0)
+
+
+# ----------------------------------------------------------------------------- GPTQ calibration of a pgolf GPT
+
+
+def head_weight(model: nn.Module) -> str:
+    """The weight the output head multiplies: the tied embedding, or an untied lm_head."""
+    return "tok_emb.weight" if model.lm_head is None else "lm_head.weight"
+
+
+def calibration_targets(model: nn.Module, cfg: QuantizeConfig) -> tuple[list[str], dict[str, tuple[str, Where]]]:
+    """(weight names GPTQ will quantize and can calibrate, extra hooks for HessianCollector).
+
+    Every nn.Linear weight that gets an integer width, plus the head: `GPT.forward` applies the head
+    weight with F.linear on the final_norm output (no module call a hook could see), so its inputs
+    are read from `final_norm`'s output.
+    """
+    from pgolf.model.params import param_class
+    from pgolf.quant.schemes import plan_tensor
+
+    extra: dict[str, tuple[str, Where]] = {head_weight(model): ("final_norm", "output")}
+    hookable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear) and n} | set(extra)
+    names = [n for n, t in model.state_dict().items()
+             if n in hookable and t.ndim == 2 and t.is_floating_point()
+             and plan_tensor(n, tuple(t.shape), t.dtype, param_class(n), cfg).is_int]
+    return names, {k: v for k, v in extra.items() if k in names}
+
+
+def calibration_hessians(model: nn.Module, tokens: torch.Tensor, names: Sequence[str],
+                         extra: Mapping[str, tuple[str, Where]], device: torch.device) -> dict[str, torch.Tensor]:
+    """{weight: H = mean x x^T [in, in] fp32} over calibration tokens [S, T] (int64), fed to
+    `model.hidden` CALIB_BATCH_TOKENS at a time (bf16 autocast on CUDA, as the records calibrate;
+    fp32 on CPU). The model is left in eval mode."""
+    from pgolf.eval.scoring import autocast_for
+
+    per_batch = max(1, CALIB_BATCH_TOKENS // tokens.shape[1])
+    model.eval()
+    with torch.no_grad(), autocast_for(device, True), HessianCollector(model, names, extra) as hc:
+        for batch in tokens.split(per_batch):
+            model.hidden(batch.to(device))  # the head's input is read at final_norm: no logits needed
+    return hc.hessians()
+
+
+def stream_calibration_tokens(shards: Sequence[np.ndarray], num_seqs: int, seq_len: int,
+                              vocab_size: int) -> torch.Tensor:
+    """The first num_seqs * seq_len tokens of the training stream (the shards in order, from offset 0:
+    the order training reads them) as int64 [S, T]; fewer sequences (S < num_seqs) when the shards
+    hold fewer tokens. DataError when they hold less than one sequence, or ids outside the vocabulary."""
+    from pgolf.data.stream import TokenStream
+
+    total = sum(int(a.shape[0]) for a in shards)
+    num_seqs = min(num_seqs, total // seq_len)
+    if num_seqs < 1:
+        raise DataError(f"the calibration shards hold {total:,} tokens, fewer than one sequence of {seq_len}",
+                        "lower calib_seq_len or calibrate on more data")
+    flat = TokenStream(shards).take(num_seqs * seq_len)
+    if flat.max(initial=0) >= vocab_size:
+        raise DataError(f"calibration token ids reach {int(flat.max())}, outside the model's vocabulary "
+                        f"of {vocab_size}", "calibrate on the data the model was trained on")
+    return torch.from_numpy(np.ascontiguousarray(flat.reshape(num_seqs, seq_len)))
+
+
+def self_calibration_tokens(model: nn.Module, cfg: QuantizeConfig, device: torch.device) -> torch.Tensor:
+    """calib = "self": cfg.calib_tokens // cfg.calib_seq_len sequences the model samples itself
+    (`generate_calibration` with the config's temperature and seed, bf16 autocast on CUDA), int64 [S, T]
+    on the CPU."""
+    from pgolf.eval.scoring import autocast_for
+
+    num_seqs, seq_len = cfg.calib_tokens // cfg.calib_seq_len, cfg.calib_seq_len
+    with autocast_for(device, True):
+        tokens = generate_calibration(model, num_seqs, seq_len, temperature=cfg.calib_temperature,
+                                      seed=cfg.calib_seed, batch_size=max(1, CALIB_BATCH_TOKENS // seq_len))
+    return tokens.cpu()

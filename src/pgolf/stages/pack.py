@@ -75,6 +75,22 @@ def default_out(quant_dir: str | Path) -> Path:
     return Path(quant_dir).parent / "pack"
 
 
+def lineage_data(quant_dir: str | Path) -> tuple[Path | None, Path | None]:
+    """(data directory, tokenizer) the model behind `quant_dir` was trained on, through the lineage
+    quant -> train -> data: what `pgolf ttt-eval` scores. The tokenizer is named only for official
+    shards without a pgolf manifest; (None, None) where the lineage cannot be followed."""
+    from pgolf.stages.quantize import data_dir_of
+
+    try:
+        qm = artifacts.read_manifest(quant_dir, "quant")
+        train_dir = artifacts.resolve_input(quant_dir, qm.input("train")).parent
+        tm = artifacts.read_manifest(train_dir, "train")
+    except (ArtifactError, KeyError):
+        return None, None
+    tokenizer = next((artifacts.resolve_input(train_dir, e) for e in tm.inputs if e.get("kind") == "tokenizer"), None)
+    return data_dir_of(train_dir, tm), tokenizer if tokenizer is not None and tokenizer.is_file() else None
+
+
 def resolve_eval(cfg, train_seq_len: int):
     """The EvalConfig train_gpt.py runs: seq_len 0 becomes the training length (a plain stride is clamped)."""
     ev = cfg.eval
@@ -104,7 +120,10 @@ def train_seq_len(cfg, train: Manifest | None) -> int:
 
 
 def recipe(cfg, train: Manifest, quant: Manifest, eval_cfg) -> dict[str, Any]:
-    """What train_gpt.py needs to remake model.bin: the run's TrainConfig, QuantizeConfig, codec, evaluation."""
+    """What train_gpt.py needs to remake model.bin: the run's TrainConfig, QuantizeConfig, codec, evaluation.
+
+    The seed is left out (`make_recipe`): SEED gives it (default 1337, as in the challenge), so every
+    seed of one config packs the same train_gpt.py and a multi-seed submission ships one file."""
     from pgolf.pack.reproduce import make_recipe
 
     quantize = {k: v for k, v in quant.config.items() if k != "calibration"}  # its provenance, not a setting
@@ -248,10 +267,20 @@ def run(cfg, quant_dir: str | Path, out: str | Path, *, force: bool = False) -> 
                     "wall_s": time.perf_counter() - t_start})
         artifacts.write_manifest(work, manifest)
     if not b["fits"]:
-        _shout(f"OVER BUDGET: code {b['code_bytes']:,} + model {b['model_bytes']:,} = {b['total_bytes']:,} "
-                      f"bytes > {b['limit_bytes']:,} by {-b['margin_bytes']:,}; the artifact in {out} is written "
-                      "for inspection and `pgolf verify` will FAIL it (SIZE-1)")
+        _shout(over_budget_line(b, qm.config.get("scheme"), out))
     return manifest
+
+
+def over_budget_line(b: Mapping[str, Any], scheme: str | None, out: Path) -> str:
+    """One line for a pack over its limit: the bytes, the overshoot, and how to fit (`b`: `budget`'s dict)."""
+    from pgolf.quant.config import SCHEMES
+
+    smaller = SCHEMES[SCHEMES.index(scheme) + 1] if scheme in SCHEMES[:-1] else None
+    fixes = [*([f"a smaller scheme (pgolf quantize --scheme {smaller})"] if smaller else []),
+             "pruning (pgolf quantize --set prune_frac=0.05)", "or a smaller model"]
+    return (f"OVER BUDGET: code {b['code_bytes']:,} + model {b['model_bytes']:,} = {b['total_bytes']:,} bytes > "
+            f"limit {b['limit_bytes']:,} by {-b['margin_bytes']:,} bytes; to fit: {', '.join(fixes)} "
+            f"({out} is written for inspection; `pgolf verify` FAILs it, SIZE-1)")
 
 
 def _shout(message: str) -> None:

@@ -42,7 +42,6 @@ JSON_KEYS = ("out", "scheme", "params", "quantized_params", "bits_per_param", "p
 EVAL_JSON_KEYS = ("eval_tokens", "val_bpb_float", "val_bpb_quant", "quant_gap_bpb")
 
 RECORD_PASSTHROUGH_NUMEL = 65_536  # the records' threshold (QuantizeConfig's default)
-CALIB_BATCH_TOKENS = 32_768  # tokens per calibration forward pass
 VAL_SOURCES = ("val", "valid", "validation", "test")
 
 
@@ -124,7 +123,7 @@ def _check_out(out: Path, force: bool, inputs: Sequence[Path]) -> None:
     artifacts.check_output(out, "quant", force)
 
 
-def _data_dir_of(train_dir: Path, manifest: Manifest) -> Path | None:
+def data_dir_of(train_dir: Path, manifest: Manifest) -> Path | None:
     """The data directory the model was trained on, from the train manifest's lineage (None if gone)."""
     for entry in manifest.inputs:
         if entry.get("kind") in ("data", "val_shard"):
@@ -185,85 +184,31 @@ def calibration_shards(calib_data: Path, train_data: Path | None) -> list[Path]:
 def train_calibration_tokens(shards: Sequence[Path], num_seqs: int, seq_len: int, vocab_size: int):
     """The first num_seqs * seq_len tokens of the training stream (sorted shards, from offset 0: the
     order the train stage reads them), as int64 [S, T], and the provenance of each shard read."""
-    import numpy as np
-    import torch
-
-    from pgolf.data.stream import TokenStream
+    from pgolf.quant.calib import stream_calibration_tokens
 
     arrays = [shardio.open_shard(p) for p in shards]
-    total = sum(int(a.shape[0]) for a in arrays)
-    if total // seq_len < num_seqs:
-        if total < seq_len:
-            raise DataError(f"the calibration shards hold {total:,} tokens, fewer than one sequence of {seq_len}",
-                            "lower calib_seq_len or calibrate on more data")
-        console.warn(f"the calibration shards hold {total:,} tokens: {total // seq_len} sequences of {seq_len} "
+    tokens = stream_calibration_tokens(arrays, num_seqs, seq_len, vocab_size)
+    if tokens.shape[0] < num_seqs:
+        total = sum(int(a.shape[0]) for a in arrays)
+        console.warn(f"the calibration shards hold {total:,} tokens: {tokens.shape[0]} sequences of {seq_len} "
                      f"instead of {num_seqs}")
-        num_seqs = total // seq_len
-    need = num_seqs * seq_len
-    flat = TokenStream(arrays).take(need)
-    if flat.max(initial=0) >= vocab_size:
-        raise DataError(f"calibration token ids reach {int(flat.max())}, outside the model's vocabulary "
-                        f"of {vocab_size}", "calibrate on the data the model was trained on")
-    read, used = [], 0
+    read, used, need = [], 0, tokens.numel()
     for path, arr in zip(shards, arrays):
         if used >= need:
             break
         take = min(int(arr.shape[0]), need - used)
         read.append({"name": path.name, "sha256": artifacts.sha256_file(path), "tokens": take})
         used += take
-    tokens = torch.from_numpy(np.ascontiguousarray(flat.reshape(num_seqs, seq_len)))
     return tokens, read
 
 
 # ----------------------------------------------------------------------------- calibration
 
 
-def head_weight(model) -> str:
-    """The weight the output head multiplies: the tied embedding, or an untied lm_head."""
-    return "tok_emb.weight" if model.lm_head is None else "lm_head.weight"
-
-
-def calibration_targets(model, cfg) -> tuple[list[str], dict[str, tuple[str, str]]]:
-    """(weight names GPTQ will quantize and can calibrate, extra hooks for HessianCollector).
-
-    Every nn.Linear weight that gets an integer width, plus the head: `GPT.forward` applies the head
-    weight with F.linear on the final_norm output (no module call a hook could see), so its inputs
-    are read from `final_norm`'s output.
-    """
-    from torch import nn
-
-    from pgolf.model import param_class
-    from pgolf.quant import plan_tensor
-
-    extra = {head_weight(model): ("final_norm", "output")}
-    hookable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear) and n} | set(extra)
-    names = [n for n, t in model.state_dict().items()
-             if n in hookable and t.ndim == 2 and t.is_floating_point()
-             and plan_tensor(n, tuple(t.shape), t.dtype, param_class(n), cfg).is_int]
-    return names, {k: v for k, v in extra.items() if k in names}
-
-
-def collect_hessians(model, tokens, names: Sequence[str], extra: Mapping[str, tuple[str, str]], device):
-    """{weight: H = mean x x^T [in, in] fp32} over calibration tokens [S, T] (bf16 autocast on CUDA,
-    as the records calibrate; fp32 on CPU)."""
-    import torch
-
-    from pgolf.eval.scoring import autocast_for
-    from pgolf.quant import HessianCollector
-
-    per_batch = max(1, CALIB_BATCH_TOKENS // tokens.shape[1])
-    model.eval()
-    with torch.no_grad(), autocast_for(device, True), HessianCollector(model, names, extra) as hc:
-        for batch in tokens.split(per_batch):
-            model.hidden(batch.to(device))  # the head's input is read at final_norm: no logits needed
-    return hc.hessians()
-
-
 def _calibrate(model, cfg, device, calib_dir: Path | None, shards: Sequence[Path] | None):
     """(Hessians, provenance, seconds) for GPTQ; ({}, None, 0.0) when GPTQ is off. `shards`: the
     training shards (`calibration_shards`) when calib = "train"."""
-    from pgolf.eval.scoring import autocast_for
-    from pgolf.quant import generate_calibration
+    from pgolf.quant.calib import calibration_hessians, calibration_targets, self_calibration_tokens
     from pgolf.runtime.device import synchronize
 
     if not cfg.gptq:
@@ -274,10 +219,7 @@ def _calibrate(model, cfg, device, calib_dir: Path | None, shards: Sequence[Path
     if cfg.calib == "self":
         console.info(f"calibration: generating {num_seqs} sequences of {seq_len} tokens (temperature "
                      f"{cfg.calib_temperature}, seed {cfg.calib_seed})")
-        with autocast_for(device, True):
-            tokens = generate_calibration(model, num_seqs, seq_len, temperature=cfg.calib_temperature,
-                                          seed=cfg.calib_seed, batch_size=max(1, CALIB_BATCH_TOKENS // seq_len))
-        tokens = tokens.cpu()
+        tokens = self_calibration_tokens(model, cfg, device)
         prov: dict[str, Any] = {"source": "self", "seed": cfg.calib_seed, "temperature": cfg.calib_temperature,
                                 "sequences": int(tokens.shape[0]), "seq_len": seq_len,
                                 "tokens": int(tokens.numel()), "device": device.type}
@@ -289,7 +231,7 @@ def _calibrate(model, cfg, device, calib_dir: Path | None, shards: Sequence[Path
         prov = {"source": "train", "data": str(calib_dir), "shards": read, "order": "stream_start",
                 "sequences": int(tokens.shape[0]), "seq_len": seq_len, "tokens": int(tokens.numel())}
     prov["weights"] = len(names)
-    hessians = collect_hessians(model, tokens, names, extra, device)
+    hessians = calibration_hessians(model, tokens, names, extra, device)
     synchronize(device)
     return hessians, prov, time.perf_counter() - t0
 
@@ -456,7 +398,7 @@ def run(cfg, train_dir: str | Path, out: str | Path, *, force: bool = False, dat
     dev = resolve_device(device)
     # Every input is checked before any work, so a mistake costs nothing and leaves nothing behind.
     tm = artifacts.read_manifest(train_dir, "train")
-    train_data = _data_dir_of(train_dir, tm)
+    train_data = data_dir_of(train_dir, tm)
     calib_dir = Path(calib_data) if calib_data is not None else (data or train_data)
     _check_out(out, force, [p for p in (train_dir, data, calib_dir, train_data) if p is not None])
     reads_train = cfg.gptq and cfg.calib == "train"

@@ -311,9 +311,30 @@ def load_pipeline(path: str | Path, sets: Sequence[str] = (), data: str | Path |
     pack_table = cfgmod.merge_tables({"eval": eval_table}, pack_table)
     pack_cfg = cfgmod.from_dict(sections["pack"][0], pack_table, where="pack")
     _, verify_step = parts["verify"]
+    verify_step = byte_cap(verify_step, pack_cfg.limit_bytes if "limit_bytes" in parts["pack"][0] else None)
     return Pipeline(path=path, tables=tables, data=data_cfg, data_dir=data_dir, tokenizer=tokenizer, train=train_cfg,
                     train_source=source, quantize=quant_table, quantize_step=quant_step, pack=pack_cfg,
                     eval=eval_table, eval_step=eval_step, verify=verify_step)
+
+
+def byte_cap(step: VerifyStep, pack_limit: int | None) -> VerifyStep:
+    """[verify] judges the bytes against the cap [pack] counted them against: `max_bytes` defaults to
+    the pack's `limit_bytes` when only [pack] sets a limit (`pack_limit`; None: it sets none). When
+    [verify] has its own (`max_bytes`, or its track's) and it differs, one warning line says so."""
+    from pgolf.verify.evidence import track_named
+
+    if pack_limit is None:
+        return step
+    if step.max_bytes is not None:
+        cap, where = step.max_bytes, "[verify] max_bytes"
+    elif step.track:
+        cap, where = track_named(step.track).max_bytes, f"the {step.track} track's cap"
+    else:
+        return dataclasses.replace(step, max_bytes=pack_limit)
+    if cap != pack_limit:
+        console.warn(f"[pack] limit_bytes is {pack_limit:,} but verify judges the artifact against {where}, "
+                     f"{cap:,}: set them equal")
+    return step
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -62,9 +62,9 @@ def _logs(ev: Evidence) -> dict[str, bytes]:
     return logs
 
 
-def write(ev: Evidence, results: Sequence[CheckResult], request: SubmissionRequest
-          ) -> tuple[Path | None, list[CheckResult]]:
-    """Write and check the folder; returns (its path or None when refused, the final results)."""
+def write(ev: Evidence, results: Sequence[CheckResult], request: SubmissionRequest) -> tuple[Path | None, list[CheckResult]]:
+    """Write and check the folder; returns (its path or None when refused, the final results: verify's
+    checks run again on the evidence with the folder included)."""
     out = Path(request.out)
     if out.exists() and not request.force:
         raise ArtifactError(f"{out} already exists", "pass --force to replace it, or choose another --submission")

@@ -14,6 +14,7 @@ Under torchrun every rank trains; only rank 0 writes.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import shutil
 import signal
@@ -59,9 +60,13 @@ def preset_names() -> list[str]:
 
 
 def preset_path(name: str) -> Path:
+    """The TOML file of a shipped training preset; an unknown name is an error suggesting the closest one."""
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
-        raise ConfigError(f"unknown preset '{name}'", f"valid presets: {', '.join(preset_names()) or 'none found'}")
+        names = preset_names()
+        close = difflib.get_close_matches(name, names, n=1)
+        guess = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown preset '{name}'{guess}", f"valid presets: {', '.join(names) or 'none found'}")
     if not _is_training_config(path):
         raise ConfigError(f"configs/{name}.toml is a pipeline config for `pgolf run`, not a training preset",
                           f"run it with `pgolf run {path}`, or pick a preset: {', '.join(preset_names())}")

@@ -1,11 +1,12 @@
 """`pgolf verify`: gather the evidence of one or several runs from disk, run every check, write a report.
 
 A DIR is an eval directory (or any stage directory), a run directory (`data/ train/ quant/ pack/
-eval/`, the layout of `pgolf run`) or a directory of per-seed run directories. From the top stage
+eval/`, the layout of `pgolf run`: one run), a `pgolf run --seeds` directory (its `seed-<N>/` runs)
+or a directory of per-seed run directories (see `find_runs`). From the top stage
 the lineage is followed through each manifest's inputs (eval -> pack -> quant -> train -> data, and
 eval -> data), re-hashing every file and input on the way; nothing is trusted because a manifest
-says so. All reading of evidence happens in `collect`, so adapting to a stage's new manifest
-fields touches one place.
+says so. All reading of evidence happens in `collect` (which also reads the launch ledger `pgolf run`
+keeps in run.json), so adapting to a stage's new manifest fields touches one place.
 
 The report goes to `--out`, or by default to `<run dir>/verify` (for a stage directory, its
 run directory's `verify/`; for several DIRs, `verify/` in their common parent): `manifest.json` +
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from pgolf.verify.evidence import (
     Evidence,
     FileFact,
     InputFact,
+    LaunchFacts,
     LedgerFacts,
     Options,
     PaidPrefixFacts,
@@ -44,6 +47,7 @@ from pgolf.verify.evidence import (
 )
 
 REPORT_FILE = "report.json"
+SEED_DIR = re.compile(r"seed-\d+")  # `pgolf run --seeds`: one run directory per seed
 LEDGER_NAMES = ("ledger.jsonl.zst", "ledger.jsonl")
 # Val documents are hashed against the training shards when those hold at most this many tokens
 # (the 8B-token challenge set is not rescanned on every verify; its document ranges are checked).
@@ -73,10 +77,19 @@ def _is_run(directory: Path) -> bool:
     return directory.is_dir() and (bool(_stage_subdirs(directory)) or _manifest_kind(directory) == "eval")
 
 
+def _seed_dirs(path: Path) -> list[Path]:
+    """The `seed-<N>` run directories of a `pgolf run --seeds` directory, by seed."""
+    found = [p for p in path.iterdir() if SEED_DIR.fullmatch(p.name) and _is_run(p)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
 def find_runs(path: str | Path) -> list[tuple[str, Path, str]]:
     """(label, top stage directory, its kind) for each run under `path`.
 
-    `path` is a stage directory, a run directory, or a directory of per-seed run directories.
+    `path` is a stage directory; a run directory (one run, from its latest stage: other directories
+    in it, such as an extra evaluation, are not seeds); a `pgolf run --seeds` directory (its
+    `seed-<N>` runs are the seeds); or a directory that holds no stages itself but run directories
+    (each one a seed).
     """
     path = Path(path)
     if not path.is_dir():
@@ -89,15 +102,21 @@ def find_runs(path: str | Path) -> list[tuple[str, Path, str]]:
                                 "pass the run directory or its eval directory")
         label = path.parent.name if kind in STAGE_KINDS and path.name == kind else path.name
         return [(label, path, kind)]
+    seeds = _seed_dirs(path)
+    if seeds:
+        return [run for child in seeds for run in find_runs(child)]
+    present = _stage_subdirs(path)
+    if set(present) - {"data"}:  # a run directory (a shared data/ alone does not make one)
+        top = next(k for k in reversed(STAGE_KINDS) if k in present)  # the latest stage the run reached
+        artifacts.read_manifest(path / top)
+        return [(path.name, path / top, top)]
     children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
                       and p.name not in STAGE_KINDS and p.name != "verify" and _is_run(p))
     if children:
         return [run for child in children for run in find_runs(child)]
-    present = _stage_subdirs(path)
     if present:
-        top = next(k for k in reversed(STAGE_KINDS) if k in present)  # the latest stage the run reached
-        artifacts.read_manifest(path / top)
-        return [(path.name, path / top, top)]
+        artifacts.read_manifest(path / "data")
+        return [(path.name, path / "data", "data")]
     raise ArtifactError(f"{path} holds no pgolf artifact (no manifest.json, no data/ train/ quant/ pack/ eval/ "
                         "with a manifest, no run directories)", "pass an eval directory or a `pgolf run` directory")
 
@@ -282,6 +301,9 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
                                         dirs["data"] / shardio.TOKENIZER_FILE, train_data, seed)
     elif "shards" in dirs:  # official challenge shards: no data manifest, the val shards named by sha256
         seed.data, tokens = _data_facts(dirs["shards"], 1, dirs.get("tokenizer"), None, seed)
+    train = seed.stages.get("train")
+    if train is not None:
+        seed.launch = read_launch(train)
     ev = seed.stages.get("eval")
     if ev is not None and ev.manifest is not None:
         seed.ledger = _read_ledger(dirs["eval"], ev)
@@ -307,17 +329,49 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
     return seed
 
 
+def read_launch(train: StageFacts) -> LaunchFacts | None:
+    """The launch ledger (`pgolf run`'s run.json) that records the training of `train`, or None: no run.json
+    beside the run (`RUN/run.json`, or `SWEEP/run.json` for `SWEEP/seed-<N>`), or none that names this
+    train artifact (its `stages` record) and the launch that made it."""
+    from pgolf.stages.run import RUN_FILE, RUN_FORMAT, launch_config_sha256
+
+    if train.manifest is None:
+        return None
+    root = Path(train.dir).parent
+    for ledger, rel in ((root / RUN_FILE, "."), (root.parent / RUN_FILE, root.name)):
+        try:
+            record = json.loads(ledger.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+            continue
+        stages = record.get("stages")
+        made = stages.get("train" if rel == "." else f"{rel}/train") if isinstance(stages, dict) else None
+        if not isinstance(made, dict) or made.get("run_id") != train.manifest.get("run_id"):
+            continue  # run.json does not speak of this train artifact
+        launches = tuple(x for x in record.get("launches") or () if isinstance(x, dict))
+        launch = next((x for x in launches if x.get("run_id") == made.get("launch_run_id")), None)
+        if launch is not None:
+            return LaunchFacts(ledger=str(ledger), record=launch, launches=launches,
+                               config_sha256=launch_config_sha256(train.config))
+    return None
+
+
 # ============================================================================ the verification
 
 
 def default_out(paths: Sequence[Path], runs: Sequence[tuple[str, Path, str]]) -> Path:
-    """Where the report goes without --out: the run directory's verify/ (see the module docstring)."""
+    """Where the report goes without --out: the run directory's verify/ (see the module docstring).
+    Paths stay as given (relative ones relative): as every `out` pgolf prints."""
     if len(paths) == 1:
         p = Path(paths[0])
         kind = _manifest_kind(p)
         return (p.parent if kind in STAGE_KINDS else p) / "verify"
-    common = Path(os.path.commonpath([str(Path(p).resolve()) for p in paths]))
-    return common / "verify"
+    try:
+        common = os.path.commonpath([os.path.normpath(p) for p in paths])
+    except ValueError:  # relative and absolute paths mixed: only absolute ones compare
+        common = os.path.commonpath([str(Path(p).resolve()) for p in paths])
+    return Path(common) / "verify"
 
 
 def _check_out(out: Path) -> None:

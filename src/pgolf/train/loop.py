@@ -115,6 +115,23 @@ class _LossModule(nn.Module):
         return self.model.loss(x, y)
 
 
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` under DistributedDataParallel (the process group must be initialized), without a
+    buffer broadcast before every forward: buffers (GPT's `recur_active`) change only at scheduled
+    steps, the same on every rank.
+
+    torch >= 2.13 calls that `forward_sync_buffers=False` and deprecates `broadcast_buffers` with a
+    FutureWarning; older torch (2.11 on the GPUs) only knows `broadcast_buffers=False`."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    no_sync_kw = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+        else "broadcast_buffers"
+    return DDP(module, device_ids=ids, **{no_sync_kw: False})
+
+
 class _Trainer:
     """One training run; `run()` is the loop. Split into methods so each phase reads on its own."""
 
@@ -128,10 +145,7 @@ class _Trainer:
         if cfg.compile:
             runner = torch.compile(runner, dynamic=False)
         if rt.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [rt.device.index] if rt.device.type == "cuda" else None
-            runner = DDP(runner, device_ids=ids, broadcast_buffers=False)
+            runner = wrap_ddp(runner, rt.device)
         self.runner = runner
         self.qat_bits = cfg.qat_bits.as_mapping()
         self.qat_on = False

@@ -1088,7 +1088,50 @@ def config_signature(s: SeedEvidence) -> dict[str, Any]:
     return sig_
 
 
+def _trained_on(s: SeedEvidence) -> tuple[Any, ...]:
+    """What a seed's launch trained on: when its data_sha256 is the data manifest the lineage reaches, the
+    files that manifest lists (two builds of the same data are the same data); else its data_sha256 as is."""
+    launched = s.launch.record.get("data_sha256")
+    data = _stage(s, "train_data") or _stage(s, "data")
+    if data is None or data.manifest is None or data.manifest_sha256 != launched:
+        return ("data_sha256", launched)
+    return ("files", tuple(sorted((f.path, f.sha256) for f in data.files)))
+
+
+def _launch_consistency(ev: Evidence) -> Results:
+    """STAT-1 from the launch ledger, for several seeds: each launch records the config its train manifest
+    holds, and the seeds were launched with one config (config_sha256) on one data (data_sha256). Nothing
+    when fewer than two seeds have a launch record: the manifests alone judge STAT-1 then."""
+    found = [s for s in ev.seeds if s.launch is not None]
+    if not ev.multi or len(found) < 2:
+        return []
+    out: Results = []
+    for s in found:
+        if s.launch.record.get("config_sha256") != s.launch.config_sha256:
+            out.append(violation("STAT-1", f"{s.name}: its launch record in {s.launch.ledger} names another config "
+                                           "than its train manifest"))
+    s0 = found[0]
+    config0, data0 = s0.launch.record.get("config_sha256"), _trained_on(s0)
+    for s in found[1:]:
+        config = s.launch.record.get("config_sha256")
+        if config != config0:
+            out.append(violation("STAT-1", f"{s.name} was launched with another config than {s0.name} (run.json "
+                                           f"config_sha256 {str(config)[:12]} vs {str(config0)[:12]})"))
+        if _trained_on(s) != data0:
+            out.append(violation("STAT-1", f"{s.name} was launched on other data than {s0.name} (run.json "
+                                           f"data_sha256 {str(s.launch.record.get('data_sha256'))[:12]} vs "
+                                           f"{str(s0.launch.record.get('data_sha256'))[:12]})"))
+    if not out:
+        unrecorded = [s.name for s in ev.seeds if s.launch is None]
+        out.append(result("STAT-1", PASS, f"the launch ledger records {', '.join(s.name for s in found)} launched "
+                                          f"with one config (config_sha256 {str(config0)[:12]}) on one data"
+                                          + (f"; no launch record for {', '.join(unrecorded)}" if unrecorded else "")))
+    return out
+
+
 def seeds_check(ev: Evidence) -> Results:
+    """STAT-1: the manifests' configs and data agree across seeds, the seeds are distinct (at least 3 on a
+    claim); then the launch ledger's view of the same (`_launch_consistency`)."""
     out: Results = []
     runs = ev.seeds
     seeds = [s.seed for s in runs]
@@ -1114,7 +1157,7 @@ def seeds_check(ev: Evidence) -> Results:
         else:
             out.append(result("STAT-1", INFO, f"{distinct} seed(s) {seeds}: a record claim needs at least 3 (pass one "
                                               "DIR per seed)"))
-    return out
+    return out + _launch_consistency(ev)
 
 
 def significance_check(ev: Evidence) -> Results:
@@ -1131,11 +1174,45 @@ def significance_check(ev: Evidence) -> Results:
     return out
 
 
+def _seed_list(seeds: Iterable[Any]) -> str:
+    """`7, 8, 10`: seeds in order (a malformed one, not an int, after them)."""
+    return ", ".join(str(x) for x in sorted(seeds, key=lambda x: (not isinstance(x, int),
+                                                                   x if isinstance(x, int) else str(x))))
+
+
 def launched_seeds(ev: Evidence) -> Results:
-    if ev.options.claim:
-        return [result("STAT-3", WARN, f"pgolf keeps no launch ledger: every run launched with this config must be "
-                                       f"reported (here: {len(ev.seeds)})")]
-    return [result("STAT-3", INFO, "no record claim; pgolf keeps no launch ledger")]
+    """STAT-3: every seed the launch ledger (run.json) records as launched with the claimed config is among
+    the runs verified. Without a ledger a hidden seed cannot be seen: a claim gets the rulebook's WARN."""
+    claimed = ev.options.claim or ev.options.strict
+    recorded = [s for s in ev.seeds if s.launch is not None]
+    unrecorded = [s.name for s in ev.seeds if s.launch is None]
+    if not recorded:
+        if ev.options.claim:
+            return [result("STAT-3", WARN, f"no launch ledger (the run.json of `pgolf run`) records these runs: every "
+                                           f"run launched with this config must be reported (here: {len(ev.seeds)})")]
+        return [result("STAT-3", INFO, "no record claim, and no launch ledger (the run.json of `pgolf run`) records "
+                                       "this run")]
+    launched: set[Any] = set()
+    for s in recorded:
+        launched |= s.launch.seeds_launched(s.launch.config_sha256)
+    reported = {s.seed for s in ev.seeds}
+    missing = launched - reported
+    ledgers = ", ".join(sorted({s.launch.ledger for s in recorded}))
+    out: Results = []
+    if missing and claimed:
+        out.append(violation("STAT-3", f"seed(s) {_seed_list(missing)} launched with this config ({ledgers}) are not "
+                                       "among the runs verified: every launched seed must be reported"))
+    elif missing:
+        out.append(result("STAT-3", INFO, f"no record claim; seed(s) {_seed_list(missing)} launched with this config "
+                                          f"({ledgers}) are not among the runs verified"))
+    if unrecorded and ev.options.claim:
+        out.append(result("STAT-3", WARN, f"no launch ledger records {', '.join(unrecorded)}: every run launched "
+                                          "with its config must be reported"))
+    if not out:
+        out.append(result("STAT-3", PASS if claimed else INFO,
+                          f"every seed the launch ledger ({ledgers}) records as launched with this config "
+                          f"({_seed_list(launched)}) is among the runs verified"))
+    return out
 
 
 def reported_numbers(ev: Evidence) -> Results:

@@ -227,6 +227,22 @@ class ProbeFacts:
     detail: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class LaunchFacts:
+    """The launch ledger `pgolf run` keeps (run.json `launches`, see `pgolf.stages.run`) where it records
+    the training behind a run. A launch is a dict: run_id, seed, config_sha256 (the TrainConfig's hash
+    without its seed), data_sha256 (the data manifest's sha256), started_utc, run_dir, resume."""
+
+    ledger: str  # the run.json it was read from
+    record: Mapping[str, Any]  # the launch that made this run's train artifact
+    launches: tuple[Mapping[str, Any], ...]  # every launch the ledger lists, this one included
+    config_sha256: str  # the same hash recomputed from the train manifest's config
+
+    def seeds_launched(self, config_sha256: str) -> set[Any]:
+        """The seeds of every launch of that config (fresh or resumed, finished or not)."""
+        return {x.get("seed") for x in self.launches if x.get("config_sha256") == config_sha256}
+
+
 @dataclasses.dataclass
 class SeedEvidence:
     """Everything about one run (one seed)."""
@@ -239,6 +255,7 @@ class SeedEvidence:
     eval_report: dict[str, Any] | None = None  # eval/report.json
     code: str | None = None  # the shipped train_gpt.py
     paid_prefix: PaidPrefixFacts | None = None
+    launch: LaunchFacts | None = None  # None: no launch ledger records this run's training
     probes: list[ProbeFacts] | None = None  # None: --probe not given
     probe_claims_isolation: bool = False
     problems: list[str] = dataclasses.field(default_factory=list)  # lineage that could not be followed

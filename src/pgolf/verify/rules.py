@@ -27,8 +27,9 @@ RULESET = "pg-rules-2026.05"
 # What pgolf's evidence is made of (used in the texts below):
 # manifests (config, env, timing, files, inputs), files re-hashed on disk, the data manifest and the
 # val shards / sidecar / tokenizer, the score ledger, the shipped train_gpt.py (read with `ast`),
-# the decoded model.bin, and probes run on the packed model (--probe). What it lacks: an audit of
-# file opens and sockets at run time (rules.md evidence "A"), the PR diff, and a launch ledger.
+# the decoded model.bin, probes run on the packed model (--probe), and the launch ledger `pgolf run`
+# keeps in run.json. What it lacks: an audit of file opens and sockets at run time (rules.md
+# evidence "A") and the PR diff.
 NO_AUDIT = "no run-time audit of file opens and sockets exists (rules.md evidence A)"
 
 
@@ -220,9 +221,10 @@ _RULES: tuple[Rule, ...] = (
          limits="the reference's per-seed values must be given (--reference-bpb); the systems-only waiver is not "
                 "detected"),
     Rule("STAT-3", "Every launched seed is reported", "OFFICIAL", "README", "FAIL",
-         "pgolf keeps no launch ledger: a record claim gets the rulebook's WARN",
+         "the seeds of run.json `launches` made with the verified config against the seeds verified; WARN on a "
+         "claim without a ledger",
          check="launched_seeds",
-         limits="without a launch ledger a hidden seed cannot be detected"),
+         limits="only launches recorded by `pgolf run` in the verified runs' run.json are seen"),
     Rule("STAT-4", "Reported numbers match the evidence", "OFFICIAL", "README", "FAIL",
          "eval manifest and report.json against the ledger, pack claims against the files, the train log "
          "present and hashed; with --submission, submission.json re-read against the evidence",
