@@ -225,3 +225,45 @@ def test_ddp_wrapper_uses_no_deprecated_argument(tmp_path):
         assert getattr(wrapped, "forward_sync_buffers", getattr(wrapped, "broadcast_buffers", None)) is False
     finally:
         dist.destroy_process_group()
+
+
+class _NoCompiler(RuntimeError):
+    """What a backend raises on a machine without a C++ compiler (its type lives under torch)."""
+
+
+_NoCompiler.__module__ = "torch._inductor.exc"
+
+
+def _failing_compile(error):
+    def compile_(module, **_):
+        class Broken(nn.Module):
+            def forward(self, *args):
+                raise error
+
+        return Broken()
+
+    return compile_
+
+
+def test_a_machine_that_cannot_compile_trains_eagerly(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _failing_compile(_NoCompiler("InvalidCxxCompiler: no working C++ compiler")))
+    events, hooks = _events()
+    cfg = _cfg("iterations=4", "warmup_steps=2", "compile=true")
+    result = train(Toy(), cfg, _batches(), hooks=hooks)
+    assert result.steps == 4
+    warning = next(e for e in events if e["event"] == "warning")
+    assert "torch.compile failed" in warning["message"] and "no working C++ compiler" in warning["message"]
+    # the same bits as an eager run: the failed attempt changed nothing
+    torch.manual_seed(0)
+    eager = Toy()
+    torch.manual_seed(0)
+    fell_back = Toy()
+    train(eager, _cfg("iterations=4", "warmup_steps=2"), _batches())
+    train(fell_back, cfg, _batches())
+    _same(eager.state_dict(), fell_back.state_dict())
+
+
+def test_a_bug_is_not_mistaken_for_a_compile_failure(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _failing_compile(ValueError("a bug in the model")))
+    with pytest.raises(ValueError, match="a bug in the model"):
+        train(Toy(), _cfg("iterations=2", "warmup_steps=1", "compile=true"), _batches())

@@ -141,12 +141,7 @@ class _Trainer:
             model, cfg, batches, rt, val, hooks, clock)
         self.accum = cfg.grad_accum(rt.dist.world_size)
         self.opts: OptimizerSet = build_optimizers(model, cfg.optim_settings(), cfg.model.tie_embeddings)
-        runner: nn.Module = _LossModule(model)
-        if cfg.compile:
-            runner = torch.compile(runner, dynamic=False)
-        if rt.dist.distributed:
-            runner = wrap_ddp(runner, rt.device)
-        self.runner = runner
+        self.runner = self._make_runner(cfg.compile)
         self.qat_bits = cfg.qat_bits.as_mapping()
         self.qat_on = False
         self.has_recurrence = bool(cfg.model.recur_layers)
@@ -157,6 +152,31 @@ class _Trainer:
         self.val_time_s = 0.0
         self.last_loss: float | None = None
         self.switches: dict[str, int] = {}
+
+    def _make_runner(self, compiled: bool) -> nn.Module:
+        runner: nn.Module = _LossModule(self.model)
+        if compiled:
+            runner = torch.compile(runner, dynamic=False)
+        if self.rt.dist.distributed:
+            runner = wrap_ddp(runner, self.rt.device)
+        return runner
+
+    def _first_compiled_step(self) -> None:
+        """The first warm-up step, where torch.compile builds its graph. A machine that cannot compile
+        (no C++ compiler for the CPU backend, an unsupported op) trains eagerly instead of failing: the
+        failure happens before any weight changes, and the warm-up is reset anyway."""
+        try:
+            self._train_step(1.0)
+        except Exception as exc:  # dynamo / inductor raise many types; any of them means "no graph here"
+            if not type(exc).__module__.startswith("torch"):
+                raise
+            self.runner = self._make_runner(False)
+            self.opts.zero_grad()
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.hooks.on_event({"event": "warning", "step": 0,
+                                 "message": f"torch.compile failed on this machine ({type(exc).__name__}: "
+                                            f"{first_line}); training eagerly"})
+            self._train_step(1.0)
 
     # ------------------------------------------------------------------------- one step
 
@@ -203,7 +223,10 @@ class _Trainer:
                     self.model.set_qat(self.qat_bits)
                 if self.has_recurrence and self.cfg.recur_start_frac >= 0:
                     self.model.set_recurrence(True)
-            self._train_step(1.0)
+            if i == 0 and self.cfg.compile:
+                self._first_compiled_step()
+            else:
+                self._train_step(1.0)
             self.hooks.on_event({"event": "warmup", "step": i + 1, "steps": n})
         self.model.load_state_dict(init_model)  # also restores the recurrence flag (a buffer)
         self.model.set_qat(None)
