@@ -30,15 +30,18 @@ ablate. One pgolf run per technique with that technique switched off (or, for th
 recipe leaves off, switched on), same seed and data, 60 s of training each, against the recipe
 itself scored the same way: Δval_bpb, Δbytes, steps reached in the 60 s (the cost in time). Rows
 are scored with plain windows, to keep each row under 2 minutes; `sliding_eval` and `ttt` are the
-recipe's own evaluation modes as rows of their own. `--only NAME` runs one row; `--list` prints the rows.
+recipe's own evaluation modes as rows of their own. Rows that change only quantization or
+evaluation reuse the recipe's trained model (`--from quantize`). `--only NAME` runs one row; `--list` prints the rows.
 
 schemes. The recipe's trained model (reused from the compare run of the first seed, or trained once)
 requantized under each scheme (`pgolf run --from quantize`), each packed with the best codec
 (`pack.codec=auto`) and scored with plain windows: val_bpb against total bytes, printed and (with
 `--plot`) drawn.
 
-Every run is a `pgolf run` directory under WORK (default runs/cpu-golf), so a finished run is reused
-when the script is run again (`--fresh` deletes WORK first); `--json-out` writes every row.
+Every run is a `pgolf run` directory (or, for the anchor, a JSON record) under WORK (default
+runs/cpu-golf), so a finished run is reused when the script is run again (`--fresh` deletes WORK
+first; the anchor is iteration-bound and bit-reproducible, so its reused score is what a rerun
+gives); `--json-out` writes every row.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ ABLATIONS: dict[str, list[str]] = {
     "recurrence": ["train.model.recur_layers=[1]", "train.model.recur_loops=2"],
     "backout": ["train.model.backout=true"],
     "ema": ["train.ema_decay=0.99"],
+    "swa": ["train.swa_every=10", "train.swa_start_frac=0.5"],
+    "leaky_relu2": ["train.model.activation=leaky_relu2"],
     "qat_int6": ["train.qat_start_frac=0.8", "quantize.scheme=int6"],
     "int6_export": ["quantize.scheme=int6"],
     "compile": ["train.compile=false"],
@@ -252,8 +257,13 @@ def ablate(args: argparse.Namespace, work: Path, data: Path) -> list[dict]:
     rows = [base]
     for name in names:
         log(f"ablation {name} ...")
-        row = pgolf_row(args, data, work / "ablate" / f"{name}-seed-{seed}",
-                        [f"train.seed={seed}", ABLATE_EVAL, *ABLATIONS[name]])
+        out = work / "ablate" / f"{name}-seed-{seed}"
+        sets = [f"train.seed={seed}", ABLATE_EVAL, *ABLATIONS[name]]
+        if all(s.startswith(("quantize.", "eval.")) for s in ABLATIONS[name]):
+            # a row after training reuses the recipe's trained model: its delta is free of step-count noise
+            row = pgolf_row(args, data, reuse_training(base["run_dir"], out), sets, ["--from", "quantize"])
+        else:
+            row = pgolf_row(args, data, out, sets)
         row.update(name=name, seed=seed)
         rows.append(row)
     print("| technique | flipped with | val_bpb | Δ bpb vs recipe | total bytes | Δ bytes | steps in 60 s | eval s |")
@@ -266,6 +276,14 @@ def ablate(args: argparse.Namespace, work: Path, data: Path) -> list[dict]:
     return rows
 
 
+def reuse_training(source: str | Path, out: Path) -> Path:
+    """`out` as a copy of run `source` up to its training (quantize and later stages rerun there)."""
+    if not (out / "train" / "manifest.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(source, out, ignore=shutil.ignore_patterns("quant", "pack", "eval", "verify", "report"))
+    return out
+
+
 def schemes(args: argparse.Namespace, work: Path, data: Path) -> list[dict]:
     seed = args.seeds[0]
     source = work / "pgolf" / f"seed-{seed}"
@@ -274,11 +292,8 @@ def schemes(args: argparse.Namespace, work: Path, data: Path) -> list[dict]:
         pgolf_row(args, data, source, [f"train.seed={seed}"])
     rows = []
     for name, sets in SCHEMES.items():
-        out = work / "schemes" / f"{name}-seed-{seed}"
-        if not (out / "train" / "manifest.json").exists():
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.copytree(source, out, ignore=shutil.ignore_patterns("quant", "pack", "eval", "verify", "report"))
         log(f"scheme {name} ...")
+        out = reuse_training(source, work / "schemes" / f"{name}-seed-{seed}")
         row = pgolf_row(args, data, out, [f"train.seed={seed}", "pack.codec=auto", "eval.mode=plain", *sets],
                         ["--from", "quantize"])
         row.update(name=name, seed=seed)
