@@ -116,6 +116,9 @@ def build_data(args: argparse.Namespace, work: Path) -> Path:
 
     docs: list[str] = []
     for path in args.corpus:
+        if not str(path).endswith((".jsonl", ".jsonl.zst")):
+            sys.exit(f"error: {path}: the benchmark reads .jsonl or .jsonl.zst corpora (one {{\"text\": ...}} a line); "
+                     "build other data with `pgolf data build` and pass --data DIR")
         raw = Path(path).read_bytes()
         if str(path).endswith(".zst"):
             raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)

@@ -260,8 +260,13 @@ def check_output(out: str | Path, kind: str, force: bool) -> None:
 
 
 def publish_dir(work: Path, out: Path) -> None:
-    """Move a completed work directory into place, replacing `out` only once `work` is complete."""
+    """Move a completed stage directory into place, replacing `out` only once `work` is complete."""
     assert (work / MANIFEST).is_file(), "a stage must write its manifest before publishing"
+    replace_dir(work, out)
+
+
+def replace_dir(work: Path, out: Path) -> None:
+    """Rename the complete directory `work` to `out`; an existing `out` is swapped out first and removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         trash = out.parent / f".{out.name}.old-{secrets.token_hex(3)}"

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgolf.artifacts import replace_dir
 from pgolf.errors import ArtifactError, NonCompliantError
 from pgolf.verify.checks import log_name, run_checks
 from pgolf.verify.codescan import parse_requirements
@@ -82,13 +81,7 @@ def write(ev: Evidence, results: Sequence[CheckResult], request: SubmissionReque
         if failed(final):
             shutil.rmtree(work, ignore_errors=True)
             return None, final
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{secrets.token_hex(3)}"
-            os.replace(out, trash)
-            os.replace(work, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(work, out)
+        replace_dir(work, out)
         return out, final
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
