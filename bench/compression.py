@@ -139,12 +139,12 @@ def baseline_container(tensors: dict, meta: dict) -> int:
 
 
 def run_trained(args: argparse.Namespace) -> None:
+    import json
     import tempfile
     from pathlib import Path
 
-    import json
-
     from pgolf import artifacts
+    from pgolf.artifacts import quant as quant_artifact
     from pgolf.config import to_dict
     from pgolf.pack.packed import packed_meta
     from pgolf.stages import pack as pack_stage
@@ -164,7 +164,7 @@ def run_trained(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             m = quantize.run(cfg, train_dir, out, data=args.data, eval_tokens=args.eval_tokens, device="cpu").metrics
             q_s = time.perf_counter() - t0
-            tensors, qmeta, mcfg, qm = quantize.load_quant(out)
+            tensors, qmeta, mcfg, qm = quant_artifact.load_quant(out)
             seq_len = int(tm.config["seq_len"])
             eval_cfg = pack_stage.resolve_eval(pcfg, seq_len)
             meta = packed_meta(qmeta, to_dict(mcfg), seq_len, to_dict(eval_cfg))

@@ -128,7 +128,7 @@ def stage_main(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
             cfg = ttt_eval.load_config(None, ["time_budget_s=0", *args.eval_sets], mode,
-                                       base=ttt_eval.pack_eval_table(args.pack))
+                                       pack=args.pack)
             m = ttt_eval.run(cfg, args.pack, args.data, Path(tmp) / mode, device=args.device)
             t, x = m.timing, m.metrics
             record = {"mode": mode, "pack": args.pack, "model_bytes": model_bytes,

@@ -7,22 +7,25 @@ Runs the real training loop (`pgolf.train.train`) on random tokens for a preset 
 - `train_tok_s`: tokens per second over the timed steps (the loop's own clock: compile warm-up
   steps excluded, exactly as `pgolf train` measures a run);
 - `fwd_bwd_tok_s`: median tokens per second of forward + backward alone over one micro-batch (the
-  number /work/shared/tools/ref_baseline.py reports as fwd_bwd_tok_s), for a like-for-like comparison
+  number ../shared/tools/ref_baseline.py reports as fwd_bwd_tok_s), for a like-for-like comparison
   with the challenge baseline's model;
 - on GPU, `mfu`: model FLOPs utilization against the GPU's dense bf16 peak, with FLOPs per token
   = 6 * (matrix parameters incl. the output head) + 6 * virtual_layers * seq_len * model_dim
   (causal attention scores and values, forward + backward).
 
 With `--compare-baseline` it also times the challenge baseline's own training step (its GPT, Muon
-and Adam from train_gpt.py, through /work/shared/tools/ref_baseline.py's helpers and
-$PGOLF_REF_REPO) against pgolf's loop step, interleaved round by round in this one process, so the
-machine's load hits both alike (`ab_*` keys). Only for configs with every switch off (the baseline
-architecture); CPU.
+and Adam from train_gpt.py, through ref_baseline.py's helpers) against pgolf's loop step,
+interleaved round by round in this one process, so the machine's load hits both alike (`ab_*`
+keys). Only for configs with every switch off (the baseline architecture); CPU. It needs:
+- ref_baseline.py: `--ref-tool`, else $PGOLF_REF_TOOL, else ../shared/tools/ref_baseline.py
+  (relative to the repository root, found from this script's own location);
+- the challenge repository (an openai/parameter-golf checkout or bare git directory):
+  `--ref-repo`, else $PGOLF_REF_REPO.
 
 Examples:
   python bench/train_throughput.py --preset baseline --set num_layers=2 --set model_dim=128 \\
       --set num_heads=4 --set num_kv_heads=2 --set seq_len=256 --set batch_tokens=4096 --set grad_accum_base=1
-  PGOLF_REF_REPO=/work/.mirror/openai+parameter-golf/repo python bench/train_throughput.py --preset baseline \\
+  PGOLF_REF_REPO=path/to/parameter-golf python bench/train_throughput.py --preset baseline \\
       --set num_layers=2 --set model_dim=128 --set num_heads=4 --set num_kv_heads=2 --set seq_len=256 \\
       --set batch_tokens=4096 --set grad_accum_base=1 --set dtype=fp32 --threads 1 --compare-baseline
   python bench/train_throughput.py --preset baseline --set grad_accum_base=1 --set batch_tokens=65536 \\
@@ -41,6 +44,10 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_REF_TOOL = REPO.parent / "shared" / "tools" / "ref_baseline.py"  # ../shared/tools from the repo root
 
 
 def main() -> None:
@@ -54,8 +61,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--compare-baseline", action="store_true",
                     help="also time the challenge baseline's training step, interleaved in this process")
-    ap.add_argument("--ref-tools", default=os.environ.get("PGOLF_REF_TOOLS", "/work/shared/tools"),
-                    help="directory holding ref_baseline.py (default $PGOLF_REF_TOOLS or /work/shared/tools)")
+    ap.add_argument("--ref-tool", default=os.environ.get("PGOLF_REF_TOOL") or str(DEFAULT_REF_TOOL),
+                    help="the challenge baseline driver ref_baseline.py (default $PGOLF_REF_TOOL, else "
+                         "../shared/tools/ref_baseline.py relative to the repository root)")
+    ap.add_argument("--ref-repo", default=os.environ.get("PGOLF_REF_REPO"),
+                    help="the challenge repository, an openai/parameter-golf checkout or bare git directory "
+                         "(default $PGOLF_REF_REPO); needed by --compare-baseline")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved A/B rounds for --compare-baseline")
     ap.add_argument("--json", dest="json_out", default=None, help="write the result record to this file")
     args = ap.parse_args()
@@ -70,6 +81,13 @@ def main() -> None:
     from pgolf.train import train
     from pgolf.train.loop import Runtime
 
+    if args.compare_baseline:  # fail before any timing, with one line
+        if not args.ref_repo:
+            raise SystemExit("error: --compare-baseline needs the challenge repository: pass --ref-repo PATH or "
+                             "set PGOLF_REF_REPO (an openai/parameter-golf checkout or bare git directory)")
+        if not Path(args.ref_tool).is_file():
+            raise SystemExit(f"error: --compare-baseline needs ref_baseline.py, not found at {args.ref_tool}: pass "
+                             "--ref-tool PATH or set PGOLF_REF_TOOL")
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = [*args.sets, f"iterations={args.steps}", f"warmup_steps={args.warmup}", "max_seconds=0",
@@ -97,7 +115,7 @@ def main() -> None:
         y = torch.from_numpy(tokens[1 : micro + 1].astype(np.int64)).view(-1, cfg.seq_len).to(device)
         step = torch.compile(model.loss, dynamic=False) if cfg.compile else model.loss
         times = []
-        for i in range(2 + args.fwd_bwd_iters):
+        for _ in range(2 + args.fwd_bwd_iters):
             devmod.synchronize(device)
             t0 = time.perf_counter()
             model.zero_grad(set_to_none=True)
@@ -150,14 +168,11 @@ def compare_with_baseline(cfg, tokens, args) -> dict:
     from pgolf.model import GPT, num_params
     from pgolf.train.loop import Hooks, Runtime, _Trainer  # the loop's own step, not a re-statement
 
-    repo = os.environ.get("PGOLF_REF_REPO")
-    if not repo:
-        raise SystemExit("--compare-baseline needs $PGOLF_REF_REPO (the parameter-golf checkout or bare git dir)")
-    sys.path.insert(0, args.ref_tools)
+    sys.path.insert(0, str(Path(args.ref_tool).resolve().parent))
     import ref_baseline as rb
 
     m = cfg.model
-    path, info = rb.locate_baseline(repo, None, "train_gpt.py", tempfile.mkdtemp())
+    path, info = rb.locate_baseline(args.ref_repo, None, "train_gpt.py", tempfile.mkdtemp())
     mod = rb.import_baseline(path)
     hp = mod.Hyperparameters()
     hp.vocab_size, hp.num_layers, hp.model_dim = m.vocab_size, m.num_layers, m.model_dim

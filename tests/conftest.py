@@ -74,7 +74,7 @@ def webtext_data(tmp_path_factory, webtext_path, sp1024_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_train(tmp_path_factory, embedded_data) -> Path:
     """A train artifact: the tiny preset, 30 steps on the embedded data (a few seconds), built once
-    per session. `pgolf.stages.train.load_model(tiny_train)` gives the model."""
+    per session. `pgolf.artifacts.model.load_model(tiny_train)` gives the model."""
     import torch
 
     from pgolf.stages import train

@@ -26,7 +26,10 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pgolf.errors import ConfigError
 
-T = TypeVar("T")
+if typing.TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")  # a config dataclass
 
 
 # ----------------------------------------------------------------------------- reading TOML
@@ -42,6 +45,25 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def load_section(path: str | Path, section: str, nested: Sequence[str] = ()) -> dict[str, Any]:
+    """The `[section]` table of a TOML file: the one rule every stage's `--config` follows.
+
+    A file with a `[section]` table gives that table (a pipeline config holds one per stage). A file
+    without one is the table itself, as long as its own tables are ones the section may nest
+    (`nested`, e.g. `[eval]` inside `[pack]`); a file of other stages' tables is an error naming them.
+    """
+    raw = load_toml(path)
+    if section in raw:
+        if not isinstance(raw[section], Mapping):
+            raise ConfigError(f"{path}: '{section}' must be a table ([{section}])")
+        return dict(raw[section])
+    foreign = sorted(k for k, v in raw.items() if isinstance(v, Mapping) and k not in nested)
+    if foreign:
+        raise ConfigError(f"{path} has no [{section}] table (it has {', '.join(f'[{t}]' for t in foreign)})",
+                          f"put the settings in a [{section}] table")
+    return dict(raw)
 
 
 def parse_value(text: str) -> Any:
@@ -80,7 +102,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
 
     origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a nested config class (never an instance)
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):

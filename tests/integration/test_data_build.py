@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import zstandard
 
+from pgolf.artifacts import data as datadir
 from pgolf.artifacts import read_manifest
 from pgolf.data import bpb
 from pgolf.data.config import DataConfig
 from pgolf.errors import ArtifactError, ConfigError, DataError
-from pgolf.stages import data, shardio
+from pgolf.stages import data
 
 
 def _independent_counts(path, sp, val_docs):
@@ -44,8 +45,8 @@ def test_webtext_counts_and_bytes(webtext_data, webtext_path, sp1024_path):
     assert m["bpb_check"]["consistent"] is True
     assert m["val_doc_range"] == [0, 200] and m["train_doc_range"] == [200, 2468]
     # The shards on disk hold exactly that, BOS (id 1) first, and the sidecar agrees with the tables.
-    val = shardio.load_val_tokens(webtext_data, 1024)
-    side = shardio.load_val_bytes(webtext_data)
+    val = datadir.load_val_tokens(webtext_data, 1024)
+    side = datadir.load_val_bytes(webtext_data)
     assert val.size == m["val_tokens"] and val[0] == 1 and int((val == 1).sum()) == 200
     assert int(side[1:].sum()) == m["val_bytes"]
     np.testing.assert_array_equal(side, bpb.lut_stream_bytes(bpb.build_byte_tables(sp), val))
@@ -63,11 +64,11 @@ def test_same_inputs_same_bytes_and_sharding(tmp_path, webtext_path, sp1024_path
     a = data.build(cfg, tmp_path / "a")
     b = data.build(cfg, tmp_path / "b")
     assert [(f["path"], f["sha256"]) for f in a.files] == [(f["path"], f["sha256"]) for f in b.files]
-    val_shards = shardio.list_shards(tmp_path / "a", "val")
-    train_shards = shardio.list_shards(tmp_path / "a", "train")
-    assert len(train_shards) > 10 and all(shardio.read_header(p) <= 150_000 for p in train_shards)
-    assert sum(shardio.read_header(p) for p in train_shards) == a.metrics["train_tokens"]
-    assert sum(shardio.read_header(p) for p in val_shards) == a.metrics["val_tokens"]
+    val_shards = datadir.list_shards(tmp_path / "a", "val")
+    train_shards = datadir.list_shards(tmp_path / "a", "train")
+    assert len(train_shards) > 10 and all(datadir.read_header(p) <= 150_000 for p in train_shards)
+    assert sum(datadir.read_header(p) for p in train_shards) == a.metrics["train_tokens"]
+    assert sum(datadir.read_header(p) for p in val_shards) == a.metrics["val_tokens"]
 
 
 def test_embedded_corpus_default(embedded_data):
@@ -162,14 +163,14 @@ def test_token_ids_beyond_vocab_are_caught(tmp_path, webtext_data):
     copy = tmp_path / "copy"
     shutil.copytree(webtext_data, copy)
     with pytest.raises(DataError, match="is >= the vocabulary size 512"):
-        shardio.open_split(copy, "val", vocab_size=512)
+        datadir.open_split(copy, "val", vocab_size=512)
     with pytest.raises(DataError, match="no fineweb_train_\\*.bin shards"):
-        shardio.open_split(tmp_path, "train")
+        datadir.open_split(tmp_path, "train")
 
 
 def test_embedded_corpus_has_no_duplicate_documents():
     """A text repeated in the corpus could land in both splits (rules DATA-2)."""
-    from pgolf.stages.corpus import embedded_named_documents
+    from pgolf.artifacts.corpus import embedded_named_documents
 
     docs = embedded_named_documents()
     assert len({text for _, text in docs}) == len(docs) > 300

@@ -7,17 +7,18 @@ import shutil
 
 import pytest
 import torch
+from test_pack_support import flip_byte, invoke, pack_cli, pack_dir, quant_dir, rehash_file  # noqa: F401
 
 from pgolf import artifacts
 from pgolf.errors import ArtifactError
-from test_pack_support import flip_byte, invoke, pack_cli, pack_dir, quant_dir, rehash_file  # noqa: F401
 
 pytestmark = pytest.mark.slow  # the session's tiny model is trained, quantized and packed once
 
 
 def test_the_tiny_model_packs_within_the_budget(pack_dir, quant_dir):
+    from pgolf.artifacts.packed import read_report
     from pgolf.pack import inspect_model
-    from pgolf.stages.pack import JSON_KEYS, read_report
+    from pgolf.stages.pack import JSON_KEYS
 
     m = artifacts.read_manifest(pack_dir, "pack")
     artifacts.check_files(pack_dir, m)
@@ -38,7 +39,7 @@ def test_the_tiny_model_packs_within_the_budget(pack_dir, quant_dir):
     assert m.seed == artifacts.read_manifest(quant_dir).seed
     report = read_report(pack_dir)
     assert report["tensors"] and all(v["bits_per_code"] <= 8 for v in report["tensors"].values())
-    assert "pgolf.pack.submission" in report["modules"] and "pgolf.stages.pack" not in report["modules"]
+    assert "pgolf.pack.program" in report["modules"] and "pgolf.stages.pack" not in report["modules"]
     assert code.isascii() and len(code.splitlines()) == 2 and metrics["trainable"] is True
     # every byte counts (CPU track: 1,000,000 bytes in all): a file that grows should be noticed
     assert len(code) < 64_000
@@ -65,9 +66,9 @@ def test_same_input_same_bytes_and_force(pack_dir, quant_dir, tmp_path, embedded
 
 
 def test_unpacking_is_exact(pack_dir, quant_dir):
+    from pgolf.artifacts.quant import load_quant
     from pgolf.pack import decode_model
     from pgolf.quant import dequantize_state
-    from pgolf.stages.quantize import load_quant
 
     tensors, quant_meta, _, _ = load_quant(quant_dir)
     decoded, meta = decode_model((pack_dir / "model.bin").read_bytes())
@@ -79,8 +80,8 @@ def test_unpacking_is_exact(pack_dir, quant_dir):
 
 
 def test_load_packed_model_is_the_dequantized_model(pack_dir, quant_dir):
-    from pgolf.stages.pack import load_packed_model
-    from pgolf.stages.quantize import load_quant_model
+    from pgolf.artifacts.packed import load_packed_model
+    from pgolf.artifacts.quant import load_quant_model
 
     model, info = load_packed_model(pack_dir)
     ref = load_quant_model(quant_dir)
@@ -94,7 +95,7 @@ def test_load_packed_model_is_the_dequantized_model(pack_dir, quant_dir):
 
 
 def test_damaged_model_bin_is_refused(pack_dir, tmp_path):
-    from pgolf.stages.pack import load_packed_model
+    from pgolf.artifacts.packed import load_packed_model
 
     bad = tmp_path / "pack"
     shutil.copytree(pack_dir, bad)
@@ -166,16 +167,18 @@ def test_over_the_limit_is_written_flagged_and_exits_3(quant_dir, tmp_path):
 def test_the_submission_quantizes_like_the_quantize_stage(tiny_train, embedded_data, tmp_path, calib, tokens):
     """train_gpt.py's own quantization (pgolf.pack.reproduce) restates the stage's GPTQ calibration:
     the same model and config give the same codes, scales and meta."""
+    from pgolf.artifacts import data as datadir
+    from pgolf.artifacts import quant as quant_artifact
+    from pgolf.artifacts.model import load_model
     from pgolf.pack.reproduce import quantize_model
-    from pgolf.stages import quantize, shardio
-    from pgolf.stages.train import load_model
+    from pgolf.stages import quantize
 
     cfg = quantize.load_config(tiny_train, scheme="int5mlp",
                                overrides=["gptq=true", f"calib={calib}", f"calib_tokens={tokens}", "clip=search"])
     quantize.run(cfg, tiny_train, tmp_path / "quant")
-    tensors, meta, _, _ = quantize.load_quant(tmp_path / "quant")
+    tensors, meta, _, _ = quant_artifact.load_quant(tmp_path / "quant")
     model, _, _ = load_model(tiny_train)
-    res = quantize_model(model, cfg, shardio.open_split(embedded_data, "train"), torch.device("cpu"))
+    res = quantize_model(model, cfg, datadir.open_split(embedded_data, "train"), torch.device("cpu"))
     assert res.meta == meta and res.tensors.keys() == tensors.keys()
     assert all(torch.equal(res.tensors[k].view(torch.uint8), tensors[k].view(torch.uint8)) for k in tensors)
     assert any(e.get("method") == "gptq" for e in meta["tensors"].values())

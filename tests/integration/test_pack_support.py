@@ -54,23 +54,23 @@ def pack_dir(quant_dir) -> Path:
 def write_val_slice(data: Path, out: Path, num_tokens: int = VAL_TOKENS, sidecar: bool = True) -> Path:
     """A directory of challenge shards holding the first `num_tokens` val tokens of a pgolf data dir
     (and their byte sidecar, or the tokenizer instead): no manifest, like the challenge's own data."""
+    from pgolf.artifacts import data as datadir
     from pgolf.data import shards
-    from pgolf.stages import shardio
 
     out.mkdir(parents=True)
-    tokens = shardio.load_val_tokens(data)[:num_tokens]
+    tokens = datadir.load_val_tokens(data)[:num_tokens]
     (out / "fineweb_val_000000.bin").write_bytes(shards.shard_bytes(tokens))
     if sidecar:
-        side = shardio.load_val_bytes(data)[:num_tokens]
+        side = datadir.load_val_bytes(data)[:num_tokens]
         (out / "bytes_val_000000.bin").write_bytes(shards.sidecar_bytes(side))
     shutil.copy(data / "tokenizer.model", out.parent / f"{out.name}.model")
     return out
 
 
 def val_arrays(directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    from pgolf.stages import shardio
+    from pgolf.artifacts import data as datadir
 
-    return shardio.load_val_tokens(directory), shardio.load_val_bytes(directory)
+    return datadir.load_val_tokens(directory), datadir.load_val_bytes(directory)
 
 
 def rehash_file(directory: Path, name: str) -> None:

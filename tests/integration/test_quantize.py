@@ -13,14 +13,15 @@ import torch
 from typer.testing import CliRunner
 
 from pgolf import artifacts
+from pgolf.artifacts import data as datadir
+from pgolf.artifacts import quant as quant_artifact
+from pgolf.artifacts.model import load_model
 from pgolf.cli import app
 from pgolf.errors import ArtifactError, LegalityError
 from pgolf.quant import QuantizeConfig, dequantize_state, quantize_state
 from pgolf.quant import calib as qcalib
 from pgolf.quant.matrix import hessian_row_error
 from pgolf.stages import quantize as stage
-from pgolf.stages import shardio
-from pgolf.stages.train import load_model
 from pgolf.train.validate import ValData
 from pgolf.train.validate import evaluate as validate
 
@@ -58,7 +59,7 @@ def test_every_scheme_quantizes_and_round_trips_bit_for_bit(scheme_dirs, tiny_tr
     train_sha = artifacts.sha256_file(tiny_train / "manifest.json")
     bits_per_param = []
     for scheme, out in scheme_dirs.items():
-        tensors, meta, cfg, manifest = stage.load_quant(out)
+        tensors, meta, cfg, manifest = quant_artifact.load_quant(out)
         assert cfg == model_cfg and meta["format"] == "pgolf.quant/1"
         assert [(e["kind"], e["sha256"]) for e in manifest.inputs] == [("train", train_sha)]
         assert artifacts.resolve_input(out, manifest.inputs[0]) == (tiny_train / "manifest.json").resolve()
@@ -81,7 +82,7 @@ def test_every_scheme_quantizes_and_round_trips_bit_for_bit(scheme_dirs, tiny_tr
         assert set(res.tensors) == set(tensors) and all(torch.equal(res.tensors[k], tensors[k]) for k in tensors)
         again = dequantize_state(res.tensors, res.meta)
         assert all(torch.equal(again[k], deq[k]) for k in deq)
-        qmodel = stage.load_quant_model(out)
+        qmodel = quant_artifact.load_quant_model(out)
         assert all(torch.equal(v, deq[k]) for k, v in qmodel.state_dict().items())
 
         report = json.loads((out / "report.json").read_text())
@@ -108,7 +109,7 @@ def test_clip_search_and_gptq_beat_round_to_nearest(tiny_train, embedded_data):
     assert "tok_emb.weight" in names and extra == {"tok_emb.weight": ("final_norm", "output")}
     shards = stage.calibration_shards(embedded_data, None)
     tokens, _ = stage.train_calibration_tokens(shards, 64, 128, 1024)
-    held = torch.from_numpy(np.asarray(shardio.open_shard(shards[-1])[-64 * 128:], dtype=np.int64)).view(64, 128)
+    held = torch.from_numpy(np.asarray(datadir.open_shard(shards[-1])[-64 * 128:], dtype=np.int64)).view(64, 128)
     cpu = torch.device("cpu")
     h_calib = qcalib.calibration_hessians(model, tokens, names, extra, cpu)
     h_held = qcalib.calibration_hessians(model, held, names, extra, cpu)
@@ -139,7 +140,7 @@ def test_clip_search_and_gptq_beat_round_to_nearest(tiny_train, embedded_data):
 def test_eval_tokens_reports_float_and_quant_val_bpb(tiny_train, embedded_data, tmp_path):
     # The training stage's validation on the same windows (16,384 targets, plain windows of 128).
     model, _, _ = load_model(tiny_train)
-    val = ValData(shardio.load_val_tokens(embedded_data), shardio.load_val_bytes(embedded_data))
+    val = ValData(datadir.load_val_tokens(embedded_data), datadir.load_val_bytes(embedded_data))
     train_bpb = validate(model, val, 128, 16384, torch.device("cpu"), max_tokens=16384).bpb
     gaps = {}
     for scheme in ("int8", "int4mlp"):
@@ -188,14 +189,14 @@ def test_train_calibration_provenance(tiny_train, embedded_data, tmp_path):
     assert (calib["tokens"], calib["sequences"], calib["seq_len"]) == (4096, 32, 128)
     assert m.config["gptq"] is True and m.config["calib"] == "train"
     assert m.metrics["calib_source"] == "train" and m.metrics["calib_tokens"] == 4096 and m.timing["calib_s"] > 0
-    _, meta, _, _ = stage.load_quant(tmp_path / "q")
+    _, meta, _, _ = quant_artifact.load_quant(tmp_path / "q")
     methods = {n: e["method"] for n, e in meta["tensors"].items() if e["bits"] <= 8}
     assert set(methods.values()) == {"gptq"} and "tok_emb.weight" in methods  # the tied head too
     report = json.loads((tmp_path / "q" / "report.json").read_text())
     assert all("output_rel_err" in report["tensors"][n] for n in methods)
     # The calibration tokens are the start of the training stream, in the train stage's order.
-    tokens, _ = stage.train_calibration_tokens(shardio.list_shards(embedded_data, "train"), 2, 128, 1024)
-    first = np.asarray(shardio.open_shard(embedded_data / "fineweb_train_000000.bin")[:256], dtype=np.int64)
+    tokens, _ = stage.train_calibration_tokens(datadir.list_shards(embedded_data, "train"), 2, 128, 1024)
+    first = np.asarray(datadir.open_shard(embedded_data / "fineweb_train_000000.bin")[:256], dtype=np.int64)
     assert np.array_equal(tokens.flatten().numpy(), first)
 
 
@@ -325,7 +326,7 @@ def test_existing_output_needs_force_and_never_replaces_an_input(scheme_dirs, ti
     assert artifacts.read_manifest(out, "quant").config["scheme"] == "int8"  # untouched
     for target in (tiny_train, tiny_train.parent):
         result = runner.invoke(app, ["quantize", str(tiny_train), "--out", str(target), "--force"])
-        assert result.exit_code == 1 and "would replace its own input" in result.output
+        assert result.exit_code == 1 and "an input of this stage" in result.output
     assert (tiny_train / "manifest.json").is_file()
     result = runner.invoke(app, ["quantize", str(tiny_train), "--scheme", "int6", "--out", str(out), "--force",
                                  "--device", "cpu"])
@@ -341,6 +342,6 @@ def test_load_quant_checks_its_files(scheme_dirs, tmp_path):
     raw[-10] ^= 0x01
     (out / "quant.safetensors").write_bytes(bytes(raw))
     with pytest.raises(ArtifactError, match="sha256"):
-        stage.load_quant(out)
+        quant_artifact.load_quant(out)
     with pytest.raises(ArtifactError, match="not a quant artifact"):
-        stage.load_quant(tmp_path)
+        quant_artifact.load_quant(tmp_path)

@@ -119,7 +119,7 @@ def test_bad_input_is_one_clear_line(two_runs, tmp_path):
     taken.mkdir()
     (taken / "x.txt").write_text("keep")
     for args, message in (([tmp_path / "empty"], "holds no run"), ([tmp_path / "nope"], "does not exist"),
-                          ([a, "--out", taken], "is not a pgolf report")):
+                          ([a, "--out", taken], "files pgolf did not write")):
         result = runner.invoke(app, ["report", *map(str, args)])
         assert result.exit_code == 1, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]

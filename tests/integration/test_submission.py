@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pgolf import artifacts
 from test_pack_support import (  # noqa: F401
     SMALL_EVAL,
     VAL_TOKENS,
@@ -24,6 +22,8 @@ from test_pack_support import (  # noqa: F401
     val_arrays,
     write_val_slice,
 )
+
+from pgolf import artifacts
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,8 @@ def val_dir(tmp_path_factory, embedded_data) -> Path:
 
 def reference(pack: Path, directory: Path, **changes):
     """What `pgolf.eval.evaluate` scores for the packed model, with the recorded settings (and changes)."""
+    from pgolf.artifacts.packed import load_packed_model
     from pgolf.eval import evaluate
-    from pgolf.stages.pack import load_packed_model
 
     model, info = load_packed_model(pack)
     tokens, token_bytes = val_arrays(directory)
@@ -79,7 +79,7 @@ def test_settings_come_from_model_bin_and_the_environment(pack_dir, embedded_dat
     """The program in-process on the real files: EVAL_* overrides, the tokenizer's byte tables, TTT, errors."""
     import glob
 
-    from pgolf.pack.submission import Io, main
+    from pgolf.pack.program import Io, main
 
     shards = write_val_slice(embedded_data, tmp_path / "shards", sidecar=False)  # official layout: no sidecar
     lines: list[str] = []
@@ -112,7 +112,7 @@ def test_settings_come_from_model_bin_and_the_environment(pack_dir, embedded_dat
 
 
 def reference_ttt(pack):
-    from pgolf.stages.pack import load_packed_model
+    from pgolf.artifacts.packed import load_packed_model
 
     return load_packed_model(pack)[1].eval_config.ttt
 

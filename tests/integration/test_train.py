@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from pgolf import config as cfgmod
 from pgolf.artifacts import load_safetensors, read_manifest
+from pgolf.artifacts import model as model_artifact
 from pgolf.cli import app
 from pgolf.data.stream import TokenBatches, TokenStream
 from pgolf.model import GPT
@@ -54,18 +55,18 @@ def test_cli_trains_and_writes_every_output(tmp_path, embedded_data):
     assert "model_params:358096" in log and "step:24/24 train_loss:" in log and "final step:24/24 val_loss:" in log
 
     # load_model gives back exactly the evaluated model
-    model, cfg, m = stage.load_model(out)
+    model, cfg, m = model_artifact.load_model(out)
     _, meta = load_safetensors(out / "model.safetensors")
     assert meta["pgolf.format"] == "pgolf.train.model/1" and meta["pgolf.weights"] == "final"
-    from pgolf.stages import shardio
+    from pgolf.artifacts import data as datadir
 
-    val = ValData(shardio.load_val_tokens(embedded_data), shardio.load_val_bytes(embedded_data))
+    val = ValData(datadir.load_val_tokens(embedded_data), datadir.load_val_bytes(embedded_data))
     again = evaluate(model, val, 128, 16384, torch.device("cpu"))
     assert again.loss == m.metrics["val_loss"] and again.bpb == doc["val_bpb"]
 
 
 def test_tiny_fixture_is_a_trained_model(tiny_train):
-    model, cfg, manifest = stage.load_model(tiny_train)
+    model, cfg, manifest = model_artifact.load_model(tiny_train)
     assert manifest.metrics["steps"] == 30 and cfg.num_layers == 4
     assert manifest.metrics["val_loss"] < math.log(1024) - 1.0
 
@@ -127,7 +128,7 @@ def test_bad_inputs_are_one_line_errors_and_leave_nothing(tmp_path, embedded_dat
     _fails(_tiny_args(embedded_data, out, "--resume"), "nothing to resume")
     _fails(["train", "--data", str(embedded_data), "--out", str(out)], "no config given", "--preset")
     _fails(_tiny_args(embedded_data, out, "--set", "vocab_size=512"), "vocabulary of 1024", "vocab_size=1024")
-    _fails(_tiny_args(embedded_data, tiny_train), "already holds an artifact", "--force")
+    _fails(_tiny_args(embedded_data, tiny_train), "already holds a train artifact", "--force")
     if not torch.cuda.is_available():
         _fails(_tiny_args(embedded_data, out, "--set", "device=cuda"), "no CUDA GPU", "device=cpu")
     bad = tmp_path / "bad.toml"
@@ -176,7 +177,7 @@ def test_resume_publishes_a_run_that_died_after_its_manifest(tmp_path, embedded_
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 30 and not stage.work_dir(out).exists()
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "manifest.json", "metrics.jsonl", "model.safetensors"]
-    stage.load_model(out)
+    model_artifact.load_model(out)
 
 
 def _shrink(name):

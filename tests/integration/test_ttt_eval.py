@@ -151,20 +151,20 @@ def test_the_evaluation_pack_recorded_is_the_default(run_dir, tmp_path):
 
     toml = tmp_path / "eval.toml"
     toml.write_text('[eval]\nmode = "sliding"\nstride = 16\nbatch_seqs = 8\n\n[eval.ttt]\nepochs = 2\n')
-    cfg = stage.load_config(toml, ["stride=32", "mode=ttt"], "plain", base=stage.pack_eval_table(pack))
+    cfg = stage.load_config(toml, ["stride=32", "mode=ttt"], "plain", pack=pack)
     assert (cfg.mode, cfg.stride, cfg.batch_seqs, cfg.ttt.epochs, cfg.chunk_tokens) == ("plain", 32, 8, 2, 512)
     assert stage.pack_eval_table(tmp_path / "nope") is None  # the stage says what is wrong with it
 
 
 def test_the_score_is_of_the_packed_weights_not_the_trained_ones(run_dir, evals, tiny_train):
+    from pgolf.artifacts import data as datadir
+    from pgolf.artifacts.model import load_model
     from pgolf.eval import EvalConfig, evaluate
-    from pgolf.stages import shardio
-    from pgolf.stages.train import load_model
 
     _, plain = evals("plain")
     trained, _, _ = load_model(tiny_train)
-    tokens = shardio.load_val_tokens(run_dir / "data")
-    side = shardio.load_val_bytes(run_dir / "data")
+    tokens = datadir.load_val_tokens(run_dir / "data")
+    side = datadir.load_val_bytes(run_dir / "data")
     cfg = EvalConfig(mode="plain", seq_len=128, chunk_tokens=512, time_budget_s=0)
     assert evaluate(trained, tokens, side, cfg).val_bpb != plain["val_bpb"]  # quantization changed the weights
     packed, _ = stage.load_model(run_dir / "pack")
@@ -402,10 +402,13 @@ def test_usage_and_config_errors(run_dir, tmp_path):
 
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "keep.txt").write_text("x")
-    _fails([*base, "--mode", "plain"], "exists and is not empty", "--force")
-    result, doc = ttt_eval(run_dir, tmp_path / "e", "--mode", "plain", "--force", *sets())
-    assert result.exit_code == 0 and not (tmp_path / "e" / "keep.txt").exists()
-    _fails([*base, "--mode", "plain"], "already holds an artifact", "--force")
+    _fails([*base, "--mode", "plain"], "files pgolf did not write", "choose another --out")
+    _fails([*base, "--mode", "plain", "--force"], "files pgolf did not write", "even with --force")
+    assert (tmp_path / "e" / "keep.txt").read_text() == "x"  # --force never replaces what pgolf did not write
+    (tmp_path / "e" / "keep.txt").unlink()
+    result, doc = ttt_eval(run_dir, tmp_path / "e", "--mode", "plain", *sets())
+    assert result.exit_code == 0, result.output
+    _fails([*base, "--mode", "plain"], "already holds an eval artifact", "--force")
 
 
 def test_human_output_names_the_next_command(run_dir, tmp_path):

@@ -8,12 +8,6 @@ import types
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from pgolf import artifacts
-from pgolf.cli import app
-from pgolf.stages import shardio
-from pgolf.verify.codescan import scan_code
 from test_verify_support import (
     HAVE_STAGES,
     build_run,
@@ -24,6 +18,12 @@ from test_verify_support import (
     rehash,
     write_ledger,
 )
+from typer.testing import CliRunner
+
+from pgolf import artifacts
+from pgolf.artifacts import data as datadir
+from pgolf.cli import app
+from pgolf.verify.codescan import scan_code
 
 pytestmark = pytest.mark.slow  # one legal tiny run (train -> quantize -> pack -> ttt-eval) per module
 runner = CliRunner()
@@ -95,7 +95,7 @@ def test_human_output_is_a_table_of_checks(legal_run, tmp_path):
 
 @pytest.fixture
 def packed_loader(monkeypatch):
-    """pgolf.stages.pack.load_packed_model, or the contract's decoder while pack is not in pgolf yet."""
+    """pgolf.artifacts.packed.load_packed_model, or the contract's decoder while pack is not in pgolf yet."""
     if not HAVE_STAGES:
         fake = types.ModuleType("pgolf.stages.pack")
         fake.load_packed_model = packed_model
@@ -143,10 +143,10 @@ def test_eval_over_the_time_limit(legal_run, tmp_path):
 
 
 def test_val_documents_in_the_training_shards(run):
-    val = shardio.load_val_tokens(run / "data")
-    train_path = shardio.list_shards(run / "data", "train")[0]
-    train = np.asarray(shardio.open_shard(train_path))
-    shardio.write_shard(train_path, np.concatenate([train, val]))  # every val document trained on
+    val = datadir.load_val_tokens(run / "data")
+    train_path = datadir.list_shards(run / "data", "train")[0]
+    train = np.asarray(datadir.open_shard(train_path))
+    datadir.write_shard(train_path, np.concatenate([train, val]))  # every val document trained on
     rehash(run)
     result, doc = verify(run)
     assert result.exit_code == 3 and "DATA-2" in failing(doc)
@@ -402,7 +402,7 @@ def test_official_shards_without_a_data_manifest(run):
 
     def official(m, stage):
         m["inputs"] = [e for e in m["inputs"] if e["kind"] != "data"] + [
-            artifacts.input_entry("val_shard", p, run / stage) for p in shardio.list_shards(data, "val")] + [
+            artifacts.input_entry("val_shard", p, run / stage) for p in datadir.list_shards(data, "val")] + [
             artifacts.input_entry("tokenizer", data / "tokenizer.model", run / stage)]
 
     for stage in ("train", "eval"):

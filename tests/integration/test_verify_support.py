@@ -66,8 +66,8 @@ def _manifest(directory: Path, kind: str, config: dict, inputs: list, files: lis
 
 
 def contract_quant(run: Path) -> None:
+    from pgolf.artifacts.model import load_model
     from pgolf.quant import QuantizeConfig, quantize_state
-    from pgolf.stages.train import load_model
 
     model, mcfg, tm = load_model(run / "train")
     out = run / "quant"
@@ -113,14 +113,14 @@ def packed_model(pack_dir: Path):
 
 
 def contract_eval(run: Path, overrides=EVAL_SET) -> None:
+    from pgolf.artifacts import data as datadir
     from pgolf.config import build
     from pgolf.eval import EvalConfig, evaluate
-    from pgolf.stages import shardio
 
     cfg = build(EvalConfig, {}, list(overrides))
     model = packed_model(run / "pack")
-    tokens = shardio.load_val_tokens(run / "data")
-    side = shardio.load_val_bytes(run / "data")
+    tokens = datadir.load_val_tokens(run / "data")
+    side = datadir.load_val_bytes(run / "data")
     t0 = time.perf_counter()
     res = evaluate(model, tokens, side, cfg)
     elapsed = time.perf_counter() - t0

@@ -36,7 +36,7 @@ def test_stage_dir_leaves_nothing_on_error(tmp_path):
 
 def test_existing_output_needs_force(tmp_path):
     out = _make(tmp_path)
-    with pytest.raises(ArtifactError, match="already holds an artifact.*--force"):
+    with pytest.raises(ArtifactError, match="already holds a train artifact.*--force"):
         _make(tmp_path)
     with A.stage_dir(out, "train", force=True) as work:
         A.write_manifest(work, A.Manifest(kind="train"))

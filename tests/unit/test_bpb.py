@@ -117,7 +117,7 @@ def test_sidecar_equals_tables_for_sp1024_on_real_text(shared_dir, sp1024_path, 
     """MET-1/MET-2: for the official tokenizer the two byte counts agree exactly, per token."""
     import sentencepiece as spm
 
-    from pgolf.stages.corpus import iter_file_documents
+    from pgolf.artifacts.corpus import iter_file_documents
 
     sp = spm.SentencePieceProcessor(model_file=str(sp1024_path))
     tables, pieces = bpb.build_byte_tables(sp), bpb.build_piece_table(sp)
@@ -136,7 +136,7 @@ def test_community_tokenizer_disagreement_is_detected(shared_dir):
     """byte_fallback=False tokenizers emit <unk>: the decoded count and the tables disagree."""
     import sentencepiece as spm
 
-    from pgolf.stages.corpus import iter_file_documents
+    from pgolf.artifacts.corpus import iter_file_documents
 
     sp = spm.SentencePieceProcessor(model_file=str(shared_dir / "tokenizers/ciprianflorin_lab/fineweb_1024_bpe.model"))
     tables, pieces = bpb.build_byte_tables(sp), bpb.build_piece_table(sp)

@@ -40,7 +40,7 @@ def tiny_gpt(seed: int = 0, vocab: int = VOCAB, layers: int = 2, dim: int = 32, 
     torch.manual_seed(seed)
     model = GPT(ModelConfig(vocab_size=vocab, num_layers=layers, model_dim=dim, num_heads=2, num_kv_heads=1, **kw))
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0.0, 0.3)
     return model.eval()

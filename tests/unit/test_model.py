@@ -14,7 +14,7 @@ from safetensors.torch import save as st_save
 from pgolf import config as C
 from pgolf.errors import ConfigError
 from pgolf.model import GPT, ModelConfig, num_params, param_class, params_by_class
-from pgolf.quant.rowwise import fake_quantize_rows
+from pgolf.model.rowquant import fake_quantize_rows
 
 V, T, BOS = 64, 24, 1
 

@@ -12,7 +12,7 @@ def _baseline_iter_rule(step, iterations, warmdown):
 
 
 def test_iteration_warmdown_is_the_baselines():
-    for step in range(0, 100):  # the steps a 100-iteration run takes
+    for step in range(100):  # the steps a 100-iteration run takes
         got = lr_multiplier(step, 0.0, iterations=100, max_seconds=0, warmdown_iters=30)
         assert got == pytest.approx(_baseline_iter_rule(step, 100, 30))
     assert lr_multiplier(5, 0.0, iterations=100, max_seconds=0, warmdown_iters=0) == 1.0
@@ -22,7 +22,7 @@ def test_wallclock_warmdown_reaches_zero_at_the_cap():
     """Fake clock: 0.1 s per step, cap 60 s, window 100 steps = 10 s -> decay over the last 10 s."""
     cap, dt = 60.0, 0.1
     mults = []
-    for step in range(0, 600):
+    for step in range(600):
         mults.append(lr_multiplier(step, step * dt, iterations=20_000, max_seconds=cap, warmdown_iters=100))
     assert all(m == 1.0 for m in mults[:499])  # 50 s elapsed: 10 s remain = the window
     assert mults[550] == pytest.approx(0.5, abs=1e-9)

@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgolf.errors import ArtifactError, ConfigError
-from pgolf.pack import CODECS, budget, decode_model, encode_model, entropy_report, inspect_model
-from pgolf.pack import layouts
+from pgolf.pack import CODECS, budget, decode_model, encode_model, entropy_report, inspect_model, layouts
 from pgolf.pack.modelbin import FORMAT_VERSION
 
 META = {"format": "pgolf.quant/1", "tensors": {"w": {"scheme": "int6_row_v1", "bits": 6, "qmax": 31, "shape": [40, 36]}}}

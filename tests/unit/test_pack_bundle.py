@@ -199,12 +199,12 @@ def test_unpack_model_gives_the_dequantized_model():
     with pytest.raises(ArtifactError):
         unpack_model(blob[:-7])
     wrong = {**meta, "model_config": {**meta["model_config"], "model_dim": 48}}
-    with pytest.raises(ArtifactError, match="do not fit"):
+    with pytest.raises(ArtifactError, match="does not fit its model config"):
         unpack_model(encode_model(res.tensors, wrong, codec="zstd"))
 
 
 def test_submission_reads_eval_overrides_from_the_environment():
-    from pgolf.pack.submission import env_keys, eval_config
+    from pgolf.pack.program import env_keys, eval_config
 
     _, _, meta = tiny_packed()
     assert env_keys()["EVAL_TTT_LR"] == "ttt.lr" and env_keys()["EVAL_SEQ_LEN"] == "seq_len"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from pgolf.model import rowquant
 from pgolf.pack import encode_model, inspect_model, rans
-from pgolf.quant import rowwise
 
 
 def synthetic_codes(rng, rows, cols, bits, row_sigma=0.0, col_sigma=0.0, dist="t5"):
@@ -13,8 +13,8 @@ def synthetic_codes(rng, rows, cols, bits, row_sigma=0.0, col_sigma=0.0, dist="t
     z = rng.standard_normal((rows, cols)) if dist == "gauss" else rng.standard_t(5, size=(rows, cols))
     w = z * np.exp(row_sigma * rng.standard_normal(rows))[:, None] * np.exp(col_sigma * rng.standard_normal(cols))
     w = torch.from_numpy(w.astype(np.float32))
-    scale = rowwise.row_scales(w, bits)
-    return rowwise.quantize_rows(w, scale, bits), scale
+    scale = rowquant.row_scales(w, bits)
+    return rowquant.quantize_rows(w, scale, bits), scale
 
 
 def quant_dict(seed, row_sigma, col_sigma, dist="t5", dim=256):

@@ -10,8 +10,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from pgolf.errors import ArtifactError, ConfigError
+from pgolf.model.rowquant import qmax_for
 from pgolf.quant import FORMAT, QuantizeConfig, dequantize_state, quantize_state
-from pgolf.quant.rowwise import qmax_for
 
 EXACT = {"rtol": 0, "atol": 0}
 

@@ -1,6 +1,6 @@
 import torch
 
-from pgolf.quant import rowwise as R
+from pgolf.model import rowquant as R
 
 
 def test_int6_golden_codes():

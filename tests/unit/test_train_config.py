@@ -86,3 +86,19 @@ def test_qat_needs_bits_and_grad_accum_needs_a_dividing_world():
     assert cfg.grad_accum(1) == 8 and cfg.grad_accum(8) == 1
     with pytest.raises(ConfigError, match="world size 3"):
         cfg.grad_accum(3)
+
+
+def test_optim_settings_are_read_from_the_train_config_not_copied():
+    """Every OptimSettings field is a TrainConfig key with the same default, and is passed through."""
+    import dataclasses
+
+    from pgolf.optim import OptimSettings
+    from pgolf.train.config import TrainConfig
+
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for f in dataclasses.fields(OptimSettings):
+        assert f.name in train_fields, f.name
+        assert train_fields[f.name].default == f.default, f.name
+    cfg = TrainConfig(matrix_lr=0.123, muon_wd=0.04, ns_coefficients="polar_express")
+    s = cfg.optim_settings()
+    assert (s.matrix_lr, s.muon_wd, s.ns_coefficients) == (0.123, 0.04, "polar_express")

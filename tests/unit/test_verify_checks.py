@@ -10,12 +10,12 @@ import math
 
 import numpy as np
 import pytest
+from test_verify_evidence import ledger_facts, legal_evidence, stream, ttt_ledger, verdicts
 
 from pgolf.eval.ledger import AdaptStep
 from pgolf.verify.checks import run_checks
-from pgolf.verify.evidence import FolderFacts, InputFact, LaunchFacts, Options, ProbeFacts, TRACKS
+from pgolf.verify.evidence import TRACKS, FolderFacts, InputFact, LaunchFacts, Options, ProbeFacts
 from pgolf.verify.facts import paid_prefix
-from test_verify_evidence import ledger_facts, legal_evidence, stream, ttt_ledger, verdicts
 
 
 def detail(ev, rule_id) -> str:

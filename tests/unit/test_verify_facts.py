@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
+from pgolf.artifacts import data as datadir
 from pgolf.data import bpb
 from pgolf.data.tokenizer import load_tokenizer
-from pgolf.stages import shardio
 from pgolf.verify.facts import data_facts, document_overlap, ngram_hashes, paid_prefix, sampled_ngrams
 
 
 @pytest.fixture(scope="module")
 def val(embedded_data):
     sp = load_tokenizer((embedded_data / "tokenizer.model").read_bytes())
-    return shardio.load_val_tokens(embedded_data), shardio.load_val_bytes(embedded_data), sp
+    return datadir.load_val_tokens(embedded_data), datadir.load_val_bytes(embedded_data), sp
 
 
 def test_pgolf_data_is_consistent_both_ways(val):

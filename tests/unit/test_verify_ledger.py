@@ -1,9 +1,11 @@
 """Ledgers written by pgolf's own score-first TTT loop pass every ledger check; forgeries do not."""
 
 import functools
+
 import numpy as np
 import pytest
 import torch
+from test_verify_evidence import legal_evidence, verdicts
 
 from pgolf.eval import EvalConfig, TTTConfig, evaluate
 from pgolf.eval.ledger import parse_ledger
@@ -11,7 +13,6 @@ from pgolf.model import GPT, ModelConfig
 from pgolf.verify.checks import run_checks
 from pgolf.verify.evidence import LedgerFacts
 from pgolf.verify.facts import data_facts
-from test_verify_evidence import legal_evidence, verdicts
 
 LEDGER_RULES = ("TTT-1", "TTT-2", "TTT-3", "TTT-4", "TTT-5", "TTT-8", "MET-1", "MET-4", "MET-8")
 

@@ -4,11 +4,12 @@ import json
 import tomllib
 
 import pytest
+from test_verify_evidence import legal_evidence
 
 from pgolf.errors import ConfigError
 from pgolf.verify.checks import REQUIRED_JSON_KEYS, run_checks
 from pgolf.verify.evidence import FolderFacts
-from pgolf.verify.submission import (
+from pgolf.verify.records_folder import (
     SubmissionInfo,
     folder_files,
     non_default,
@@ -16,7 +17,6 @@ from pgolf.verify.submission import (
     submission_json,
     toml_text,
 )
-from test_verify_evidence import legal_evidence
 
 INFO = SubmissionInfo(author="Ada L", github_id="ada", name="Tiny TTT run", blurb="A test.", date="2026-05-02")
 

@@ -71,6 +71,14 @@ def user_errors() -> Iterator[None]:
         error("interrupted; nothing half-written was left behind "
               "(pgolf train: rerun with --resume; pgolf run: rerun the same command)")
         raise typer.Exit(130) from None
+    except OSError as e:  # the machine refused (full disk, permissions) outside a stage's own mapping
+        from pgolf.stages.runner import os_error_line
+
+        line = os_error_line(e, "pgolf could not read or write a file")
+        if line is None:
+            raise
+        error(str(line))
+        raise typer.Exit(line.exit_code) from None
 
 
 def emit(data: Mapping[str, Any], json_out: bool, title: str = "") -> None:
@@ -118,9 +126,7 @@ def load_config(cls: type[T], config: Path | None, overrides: Sequence[str] | No
 
     table: dict[str, Any] = dict(base or {})
     if config is not None:
-        raw = cfgmod.load_toml(config)
-        if section is not None and section in raw and isinstance(raw[section], dict):
-            raw = raw[section]
+        raw = cfgmod.load_section(config, section) if section is not None else cfgmod.load_toml(config)
         table = cfgmod.merge_tables(table, raw)
     return cfgmod.build(cls, table, list(overrides or []))
 

@@ -35,9 +35,10 @@ def pack_command(
     Exit codes: 0 packed and within the limit; 1 error (nothing written); 3 packed but over the limit.
     """
     with user_errors():
+        from pgolf.artifacts.quant import lineage_data
         from pgolf.errors import NonCompliantError
+        from pgolf.layout import next_to
         from pgolf.stages import pack as stage
-        from pgolf.stages.ttt_eval import default_out as eval_out
 
         out = out if out is not None else stage.default_out(quant_dir)
         cfg = stage.load_config(config, list(set_ or []), codec)
@@ -46,7 +47,7 @@ def pack_command(
     if not manifest.metrics["fits"]:  # the artifact is written; the OVER BUDGET line said why
         raise typer.Exit(NonCompliantError.exit_code)
     if not json_out:
-        data, tokenizer = stage.lineage_data(quant_dir)
+        data, tokenizer = lineage_data(quant_dir)
         inputs = (f" --data {shown(data)}" if data is not None else "") + \
             (f" --tokenizer {shown(tokenizer)}" if tokenizer is not None else "")
-        next_step(f"pgolf ttt-eval {out}{inputs} --out {eval_out(out)}")
+        next_step(f"pgolf ttt-eval {out}{inputs} --out {next_to(out, 'eval')}")

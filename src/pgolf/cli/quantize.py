@@ -44,8 +44,8 @@ def quantize_command(
 ) -> None:
     """Quantize a trained model to low-bit integer codes and per-row scales (optionally with GPTQ)."""
     with user_errors():
+        from pgolf.layout import next_to
         from pgolf.stages import quantize as stage
-        from pgolf.stages.pack import default_out as pack_out
 
         out = out if out is not None else train_dir.parent / "quant"
         cfg = stage.load_config(train_dir, config, list(set_ or []), scheme)
@@ -55,4 +55,4 @@ def quantize_command(
         if not json_out:
             stage.print_classes(out)
     if not json_out:
-        next_step(f"pgolf pack {out} --out {pack_out(out)}")
+        next_step(f"pgolf pack {out} --out {next_to(out, 'pack')}")

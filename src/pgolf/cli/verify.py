@@ -66,8 +66,9 @@ def verify_command(
     with user_errors():
         from pgolf.errors import NonCompliantError
         from pgolf.stages import verify as stage
+        from pgolf.verify.options import make_options
 
-        options = stage.make_options(track, max_bytes=max_bytes, max_train_seconds=max_train_seconds,
+        options = make_options(track, max_bytes=max_bytes, max_train_seconds=max_train_seconds,
                                      max_eval_seconds=max_eval_seconds, reference_bpb=_floats(reference_bpb or []),
                                      probe=probe, submission=submission is not None)
         tr = options.track
@@ -106,8 +107,8 @@ def _floats(values: list[str]) -> list[float]:
 
 def _request(out: Path, track: str, force: bool, config: Path | None, given: dict):
     from pgolf import config as cfgmod
-    from pgolf.stages.submission import SubmissionRequest
-    from pgolf.verify.submission import SubmissionInfo
+    from pgolf.artifacts.submission_folder import SubmissionRequest
+    from pgolf.verify.records_folder import SubmissionInfo
 
     table: dict = {}
     if config is not None:

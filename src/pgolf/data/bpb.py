@@ -17,7 +17,7 @@ that decode to ' ⁇ ') `check_document` reports it; nothing silently picks one 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class PieceTable:
     text_bytes: np.ndarray  # int32[V]: UTF-8 length of the piece with '▁' -> ' ' (unknown: its surface)
     leading_spaces: np.ndarray  # int32[V]: how many leading spaces the decoded piece starts with
     byte_value: np.ndarray  # int16[V]: the raw byte of a byte-fallback piece, else -1
-    all_space: np.ndarray = field(default=None)  # bool[V]: the decoded piece is nothing but spaces
+    all_space: np.ndarray  # bool[V]: the decoded piece is nothing but spaces
 
 
 def build_piece_table(sp) -> PieceTable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from pgolf.errors import DataError
 
@@ -12,7 +13,7 @@ BOS_ID = 1
 
 # The settings of the challenge's sp1024 tokenizer (data/download_hf_docs_and_tokenize.py upstream);
 # the shipped fineweb_1024_bpe.model was trained with them.
-OFFICIAL_SETTINGS: dict[str, object] = {
+OFFICIAL_SETTINGS: dict[str, Any] = {
     "model_type": "bpe",
     "character_coverage": 0.999,
     "byte_fallback": True,

@@ -26,7 +26,7 @@ from torch import nn
 from pgolf.errors import ConfigError
 from pgolf.eval.config import TTTConfig
 from pgolf.eval.dist import World
-from pgolf.eval.scoring import autocast_for
+from pgolf.eval.scoring import autocast_for, token_nll_of
 from pgolf.eval.view import CommittedView
 from pgolf.model.params import param_class
 
@@ -118,7 +118,7 @@ class GradientAdapter:
         self._initial = [p.detach().clone() for _, p in self.named_params]
         self.num_blocks = 1 + max((block_index(n) or 0) for n, _ in model.named_parameters())
         self.optimizer = self._make_optimizer()
-        forward = model.token_nll
+        forward = token_nll_of(model)
         self.forward = torch.compile(forward, dynamic=False) if compile else forward
 
     # ------------------------------------------------------------------ set-up
@@ -172,7 +172,7 @@ class GradientAdapter:
     # ------------------------------------------------------------------ the Adapter protocol
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {name: p for name, p in self.lora.named_parameters()}
+        return dict(self.lora.named_parameters())
 
     def lr_at(self, progress: float) -> float:
         if self.cfg.schedule == "constant":

@@ -16,12 +16,17 @@ Serialized as JSONL (a header line, one line per chunk, a summary line). `check_
 a serialized ledger from its text alone: coverage of every position exactly once, parameters
 unchanged during scoring and between entries that did not adapt, every step inside the prefix
 committed before it, and the summary equal to the sums (what `pgolf verify` runs).
+
+Stored compressed (`ledger.jsonl.zst`); `decode_ledger` turns the stored bytes into text, bounded:
+decoding stops at MAX_LEDGER_BYTES, and `parse_ledger` refuses a line over MAX_LINE_CHARS before
+json.loads builds its objects, so a small forged file cannot take gigabytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from pgolf.bounded import OutputLimitError, human_bytes, iter_bounded
 from pgolf.errors import ArtifactError, LegalityError
 
 FORMAT = "pgolf.ledger"
@@ -36,6 +42,14 @@ VERSION = 1
 LN2 = math.log(2.0)
 # How far a claimed val_bpb may sit from the one recomputed from the ledger (rules MET-1: 1e-6).
 BPB_TOLERANCE = 1e-9
+# Reading bounds. A chunk line is ~450 bytes plus ~22 per span its adaptation steps trained on; the
+# challenge's 62M-token validation set in chunks of 2,048 positions (16x finer than the records'
+# 32,768) is ~30K lines of at most a few KB, ~60 MB: 256 MiB in all leaves 4x. One line holds one
+# chunk's steps: a single chunk over the whole set, 3 epochs of 32-span steps, is ~2 MB of spans;
+# 16 MiB a line leaves 8x (json.loads builds ~10x a line's text in objects).
+MAX_LEDGER_BYTES = 256 << 20
+MAX_LINE_CHARS = 16 << 20
+_RECREATE = "re-create it with `pgolf ttt-eval`"
 
 
 def loss_digest(losses: np.ndarray) -> str:
@@ -247,12 +261,48 @@ class LedgerCheck:
             raise LegalityError(f"score ledger fails its check: {self.problems[0]}{more}")
 
 
+def decode_ledger(data: bytes | bytearray | memoryview, codec: str | None = "zstd", *,
+                  max_bytes: int = MAX_LEDGER_BYTES) -> str:
+    """The JSONL text of a stored ledger: `data` compressed with `codec` ("zstd", as ttt-eval
+    writes it; None for plain text), decoded at most `max_bytes` far.
+
+    Raises ArtifactError (one line) when the data decodes to more than `max_bytes`, does not
+    decode, or is not UTF-8. A caller that checks the file's sha256 does so before calling this.
+    """
+    out = io.BytesIO()
+    try:
+        if codec is None:
+            if len(data) > max_bytes:
+                raise OutputLimitError("plain", max_bytes)
+            out.write(data)
+        else:
+            for piece in iter_bounded(data, codec, max_bytes):
+                out.write(piece)
+    except OutputLimitError:
+        raise ArtifactError(f"score ledger expands beyond {human_bytes(max_bytes)}, more than any pgolf ledger "
+                            "holds (the file is corrupt or was not made by `pgolf ttt-eval`); refusing to decode it",
+                            _RECREATE) from None
+    except ValueError as e:
+        raise ArtifactError(f"score ledger does not decode ({e})", _RECREATE) from None
+    try:
+        return out.getvalue().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"score ledger is not UTF-8 text ({e.reason} at byte {e.start:,})", _RECREATE) from None
+
+
 def parse_ledger(text: str) -> tuple[dict[str, Any], list[LedgerEntry], dict[str, Any] | None]:
-    """(header, entries, summary or None) from JSONL text; malformed text is an ArtifactError."""
+    """(header, entries, summary or None) from JSONL text; malformed text is an ArtifactError.
+
+    A line longer than MAX_LINE_CHARS is refused before it is parsed.
+    """
     header: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
     entries: list[LedgerEntry] = []
     for number, line in enumerate(text.splitlines(), start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise ArtifactError(f"score ledger line {number} is {len(line):,} characters long, more than the "
+                                f"{MAX_LINE_CHARS:,} a pgolf ledger line holds (the file is corrupt or was not "
+                                "made by `pgolf ttt-eval`)", _RECREATE)
         if not line.strip():
             continue
         try:
@@ -267,10 +317,9 @@ def parse_ledger(text: str) -> tuple[dict[str, Any], list[LedgerEntry], dict[str
             else:
                 raise ValueError(f"unknown kind {kind!r}")
         except (ValueError, KeyError, TypeError) as e:
-            raise ArtifactError(f"score ledger line {number} is malformed ({e})",
-                                "re-create it with `pgolf ttt-eval`") from None
+            raise ArtifactError(f"score ledger line {number} is malformed ({e})", _RECREATE) from None
     if header is None or header.get("format") != FORMAT:
-        raise ArtifactError("score ledger has no pgolf.ledger header line", "re-create it with `pgolf ttt-eval`")
+        raise ArtifactError("score ledger has no pgolf.ledger header line", _RECREATE)
     if int(header.get("version", 0)) > VERSION:
         raise ArtifactError(f"score ledger version {header.get('version')} is newer than this pgolf reads "
                             f"({VERSION})", "upgrade pgolf")

@@ -30,7 +30,7 @@ from pgolf.eval.checksum import model_checksum
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.dist import World
 from pgolf.eval.ledger import LedgerEntry, ScoreLedger
-from pgolf.eval.scoring import autocast_for, score_windows
+from pgolf.eval.scoring import autocast_for, score_windows, token_nll_of
 from pgolf.eval.view import CommittedView
 from pgolf.eval.windows import chunk_ranges, document_segments, sliding_windows
 
@@ -130,7 +130,8 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
     stride = cfg.window_stride
 
     model.eval()
-    forward = torch.compile(model.token_nll, dynamic=False) if cfg.compile else model.token_nll
+    token_nll = token_nll_of(model)
+    forward = torch.compile(token_nll, dynamic=False) if cfg.compile else token_nll
     if cfg.mode == "ttt" and adapter is None:
         adapter = GradientAdapter(model, cfg.ttt, cfg.ttt_seq_len, world=world, autocast=cfg.autocast,
                                   compile=cfg.compile)

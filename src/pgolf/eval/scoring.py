@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -17,6 +18,12 @@ from pgolf.eval.dist import World
 
 # forward(idx_BT, tgt_BT) -> nll_BT (fp32): the model's `token_nll`, possibly compiled.
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def token_nll_of(model: torch.nn.Module) -> Forward:
+    """`model.token_nll`, the one method scoring needs beyond nn.Module's (which types any attribute it
+    does not declare as Tensor | Module)."""
+    return cast(Forward, model.token_nll)
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

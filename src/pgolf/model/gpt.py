@@ -44,6 +44,8 @@ VALUE_EMBED_INIT_STD = 0.01  # VE table init (PR #374/#414)
 class GPT(nn.Module):
     """Decoder-only LM over token ids. See `ModelConfig` for the switches."""
 
+    recur_active: Tensor  # the buffer registered when cfg.recur_layers is set
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -124,7 +126,7 @@ class GPT(nn.Module):
         return dict(self._qat)
 
     def set_qat(self, bits: Mapping[str, int] | None) -> None:
-        """Fake-quantize (per-row STE, `pgolf.quant.rowwise`) the matrices of the given classes.
+        """Fake-quantize (per-row STE, `pgolf.model.rowquant`) the matrices of the given classes.
 
         bits maps a class ("attn", "mlp", "embed", "bigram", "value_embed") to a bit width 2..8,
         e.g. {"mlp": 5, "attn": 6}; None or {} restores the exact float forward. Acts in train and
@@ -169,17 +171,20 @@ class GPT(nn.Module):
         for pos, layer in enumerate(order):
             if pos >= num_encoder and skips and self.skip_weights is not None:
                 x_BTD = self._add_skip(x_BTD, skips.pop(), pos - num_encoder)
-            ve_BTC = self.value_embed.for_layer(ve_shared_BTC, layer) if ve_shared_BTC is not None else None
+            ve_BTC = (self.value_embed.for_layer(ve_shared_BTC, layer)
+                      if self.value_embed is not None and ve_shared_BTC is not None else None)
             x_BTD = self.blocks[layer](x_BTD, x0_BTD, cos_TR, sin_TR, mask_B1TT, ve_BTC)
             if pos < num_encoder and self.skip_weights is not None:
                 skips.append(x_BTD)
             if self.backout_lambda is not None and pos == backout_at:
                 h_mid_BTD = x_BTD
-        if h_mid_BTD is not None:  # backout: remove part of the mid-depth stream (modded-nanogpt #140)
+        if h_mid_BTD is not None and self.backout_lambda is not None:
+            # backout: remove part of the mid-depth stream (modded-nanogpt #140)
             x_BTD = x_BTD - self.backout_lambda.to(x_BTD.dtype) * h_mid_BTD
         return self.final_norm(x_BTD)
 
     def _add_skip(self, x_BTD: Tensor, skip_BTD: Tensor, j: int) -> Tensor:
+        assert self.skip_weights is not None  # hidden() adds skips only when there are skip weights
         skip_BTD = self.skip_weights[j].to(x_BTD.dtype) * skip_BTD
         if self.skip_gates is None:
             return x_BTD + skip_BTD

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.config import ModelConfig
-from pgolf.quant.rowwise import fake_quantize_rows
+from pgolf.model.rowquant import fake_quantize_rows
 
 
 def _torch_at_least(major: int, minor: int) -> bool:

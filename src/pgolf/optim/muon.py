@@ -137,6 +137,7 @@ class Muon(torch.optim.Optimizer):
         dtype = self.ns_dtype or default_ns_dtype(params[0].device)
         for i, p in enumerate(params):
             g = p.grad
+            assert g is not None  # step() passes only the parameters that have a gradient
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(g)

@@ -36,6 +36,7 @@ import dataclasses
 import lzma
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 WRAPPERS = ("auto", "lzma", "zlib")
 _LOADER = "_I"
@@ -224,7 +225,8 @@ class _Rewriter(ast.NodeTransformer):
         return out
 
     def visit_Import(self, node: ast.Import):
-        keep, out = [], []
+        keep: list[ast.alias] = []
+        out: list[ast.stmt] = []
         for alias in node.names:
             if not self._in_package(alias.name):
                 keep.append(alias)
@@ -248,7 +250,7 @@ def _defined_names(stmt: ast.stmt) -> list[str] | None:
         return [stmt.name] if _plain_definition(stmt) else None
     if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
         if _side_effect_free(stmt.value):
-            return [t.id for t in stmt.targets]
+            return [t.id for t in stmt.targets if isinstance(t, ast.Name)]  # all of them (checked above)
     return None
 
 
@@ -269,7 +271,7 @@ def _side_effect_free(value: ast.expr) -> bool:
     return True
 
 
-def _plain_definition(stmt: ast.stmt) -> bool:
+def _plain_definition(stmt: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> bool:
     """A def or class whose definition has no effect beyond binding its name (no registering decorator)."""
     for dec in stmt.decorator_list:
         func = dec.func if isinstance(dec, ast.Call) else dec
@@ -358,7 +360,7 @@ def _loads(tree: ast.Module) -> tuple[set[str], set[str]]:
 
     def walk(node: ast.AST, inside: bool) -> None:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == _LOADER \
-                and node.args and isinstance(node.args[0], ast.Constant):
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
             (lazy if inside else top).add(node.args[0].value)
         inner = inside or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
@@ -457,7 +459,7 @@ def build_bundle(sources: Mapping[str, str], entry: str, entry_call: str, *, pre
 
     sources: {"pgolf/x/y.py": source text} for the package `root` (posix paths from its parent).
     entry_call: Python run after every module, with `_I(name)` to reach a module, e.g.
-        "_I('pgolf.pack.submission').main(...)".
+        "_I('pgolf.pack.program').main(...)".
     prelude: Python run first, before any module (e.g. starting a clock).
     exclude: modules never embedded; importing one raises ModuleNotFoundError when it runs.
     keep: names tree shaking must keep (besides those the code mentions).
@@ -504,7 +506,8 @@ def build_bundle(sources: Mapping[str, str], entry: str, entry_call: str, *, pre
 def unwrap(text: str) -> str:
     """The program a script built by `wrap` executes (the inverse of `wrap`, for checks)."""
     tree = ast.parse(text)
-    call = tree.body[-1].value  # exec(X.decompress(B.b85decode('...')))
+    last: Any = tree.body[-1]  # an ast.Expr of nested ast.Calls, read by position
+    call = last.value  # exec(X.decompress(B.b85decode('...')))
     decompress = call.args[0]
     blob = base64.b85decode(decompress.args[0].args[0].value)
     kind = decompress.func.value.id

@@ -13,13 +13,16 @@ gives the same bytes (for a given library version), and nothing is multi-threade
 
 Codec id 4 (`rans`) is the code-specific entropy coder of `pgolf.pack.rans`; it is not a byte codec.
 The modules of brotli and zstandard are imported only when used, so a reader needs only the
-libraries its artifact names.
+libraries its artifact names. Decoding goes through `pgolf.bounded`: never more output than
+the size the caller expects.
 """
 
 from __future__ import annotations
 
 import lzma
 from dataclasses import dataclass
+
+from pgolf.bounded import decompress_bounded
 
 NONE, ZSTD, LZMA, BROTLI, RANS = 0, 1, 2, 3, 4
 NAMES = {NONE: "none", ZSTD: "zstd", LZMA: "lzma", BROTLI: "brotli", RANS: "rans"}
@@ -90,31 +93,18 @@ def compress(raw: bytes, p: CodecParams) -> bytes:
 
 
 def decompress(stored: bytes, p: CodecParams, raw_len: int) -> bytes:
-    """Inverse of `compress`; raises ValueError when the bytes do not decode to `raw_len` bytes."""
+    """Inverse of `compress`; raises ValueError when the bytes do not decode to exactly `raw_len` bytes.
+
+    Bounded by `raw_len`: decoding stops (OutputLimitError, a ValueError) as soon as the output
+    would pass it, so a forged section costs at most about `raw_len` bytes of memory, never what
+    the stored bytes would expand to. The caller bounds `raw_len` itself (model.bin's ceiling).
+    """
     if p.codec == NONE:
         out = bytes(stored)
-    elif p.codec == ZSTD:
-        import zstandard
-
-        try:
-            out = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_len)
-        except zstandard.ZstdError as e:
-            raise ValueError(f"zstd: {e}") from None
+    elif p.codec in (ZSTD, BROTLI):
+        out = decompress_bounded(stored, NAMES[p.codec], raw_len)
     elif p.codec == LZMA:
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(p))
-        try:
-            out = d.decompress(stored, max_length=raw_len + 1)
-        except lzma.LZMAError as e:
-            raise ValueError(f"lzma: {e}") from None
-        if not d.eof or d.unused_data:
-            raise ValueError("lzma: stream is truncated or followed by stray bytes")
-    elif p.codec == BROTLI:
-        import brotli
-
-        try:
-            out = brotli.decompress(stored)
-        except brotli.error as e:
-            raise ValueError(f"brotli: {e}") from None
+        out = decompress_bounded(stored, "lzma", raw_len, lzma_filters=_lzma_filters(p))
     else:
         raise ValueError(f"codec {p.codec} is not a byte codec")
     if len(out) != raw_len:

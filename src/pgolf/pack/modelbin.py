@@ -24,11 +24,17 @@ Codec ids and their fixed parameters are in `pgolf.pack.codecs`. Every section's
 checked against their crc32, so a corrupt or truncated file raises ArtifactError, never returns
 different weights. The same tensors and meta always give the same bytes: names are sorted, the
 JSON is canonical and every codec runs with fixed parameters on one thread.
+
+Decoding is bounded before it allocates: every declared raw length, and their sum, must stay under
+a ceiling (MAX_RAW_BYTES; the index under MAX_INDEX_BYTES), the sizes the index's shapes imply
+must match the declared lengths, and a section never decodes to more than it declares
+(`pgolf.bounded`), so a forged file costs at most about the ceiling in memory.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from collections.abc import Mapping
@@ -36,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from pgolf.bounded import CEILING, OutputLimitError, human_bytes
 from pgolf.errors import ArtifactError, ConfigError
 from pgolf.pack import codecs as C
 from pgolf.pack import layouts, rans
@@ -59,6 +66,12 @@ DTYPES = {
     "F16": ("float16", np.float16), "BF16": ("bfloat16", None), "F32": ("float32", np.float32),
     "F64": ("float64", np.float64),
 }
+# Decoding ceilings. The challenge's artifact is 16 MB; even at 1 bit a weight that is 128M codes,
+# 128 MB one code per byte: 1 GiB of raw sections in all leaves 8x headroom. The index (quant meta
+# + the tensor listing) is a few KB to a few hundred KB; 16 MiB is far beyond any model's, and
+# json.loads holds ~10x its text in objects.
+MAX_RAW_BYTES = CEILING
+MAX_INDEX_BYTES = 16 << 20
 _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "I32": 4, "I64": 8, "F16": 2, "BF16": 2, "F32": 4, "F64": 8}
 
 
@@ -97,7 +110,7 @@ def _make_tensor(dname: str, shape: list[int], raw: bytes):
 
 
 def _numel(shape: list[int]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return math.prod(shape)  # Python ints: a forged shape cannot overflow to a small count
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -270,10 +283,19 @@ def _fail(what: str, detail: str) -> ArtifactError:
     return ArtifactError(f"model.bin {what} is corrupt ({detail})", "re-run `pgolf pack`")
 
 
+_FORGED = "the file is corrupt or was not made by `pgolf pack`"
+_RECREATE = "re-create it with `pgolf pack`"
+
+
+def _too_large(kind: int, raw_len: int, limit: int, what: str) -> ArtifactError:
+    return ArtifactError(f"model.bin section '{KIND_NAMES[kind]}' declares {raw_len:,} raw bytes, more than the "
+                         f"{human_bytes(limit)} {what} ({_FORGED})", _RECREATE)
+
+
 class _Sections:
     """The stored sections of a blob by kind; `raw(kind)` decompresses one and checks its crc32."""
 
-    def __init__(self, blob: bytes):
+    def __init__(self, blob: bytes, max_raw_bytes: int = MAX_RAW_BYTES):
         entries, offset = _parse_header(blob)
         expected = offset + sum(e["stored_len"] for e in entries)
         if len(blob) < expected:
@@ -296,6 +318,16 @@ class _Sections:
                  and len(kinds & {CODES, CODES_PACKED}) == 1 and (RANS_MODEL in kinds) == rans_codes)
         if not valid:
             raise _fail("section table", f"unexpected sections {sorted(KIND_NAMES[k] for k in kinds)}")
+        # every declared size against the ceilings, before any section is decoded
+        for e in entries:
+            if e["kind"] == INDEX and e["raw_len"] > min(MAX_INDEX_BYTES, max_raw_bytes):
+                raise _too_large(INDEX, e["raw_len"], min(MAX_INDEX_BYTES, max_raw_bytes), "any pgolf index holds")
+            if e["raw_len"] > max_raw_bytes:
+                raise _too_large(e["kind"], e["raw_len"], max_raw_bytes, "any pgolf model holds")
+        total = sum(e["raw_len"] for e in entries)
+        if total > max_raw_bytes:
+            raise ArtifactError(f"model.bin sections declare {total:,} raw bytes in all, more than the "
+                                f"{human_bytes(max_raw_bytes)} any pgolf model holds ({_FORGED})", _RECREATE)
 
     def check(self, kind: int, raw: bytes) -> bytes:
         if len(raw) != self.entries[kind]["raw_len"] or zlib.crc32(raw) != self.entries[kind]["crc32"]:
@@ -309,18 +341,28 @@ class _Sections:
             raise _fail(KIND_NAMES[kind], f"codec {C.NAMES[p.codec]} with parameters {p.a}, {p.b}")
         try:
             raw = C.decompress(self.stored[kind], p, e["raw_len"])
+        except OutputLimitError:
+            raise ArtifactError(f"model.bin section '{KIND_NAMES[kind]}' decodes to more than the {e['raw_len']:,} "
+                                f"raw bytes it declares ({C.NAMES[p.codec]}; {_FORGED})", _RECREATE) from None
         except ValueError as err:
             raise _fail(KIND_NAMES[kind], str(err)) from None
         return self.check(kind, raw)
 
+    def expect(self, kind: int, size: int, what: str) -> None:
+        """The index implies `size` raw bytes for a section: refuse a mismatch before decoding it."""
+        if self.entries[kind]["raw_len"] != size:
+            raise _fail(KIND_NAMES[kind], f"it declares {self.entries[kind]['raw_len']:,} raw bytes, "
+                                          f"the index lists {what} of {size:,}")
 
-def decode_model(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+
+def decode_model(blob: bytes, *, max_raw_bytes: int = MAX_RAW_BYTES) -> tuple[dict[str, Any], dict[str, Any]]:
     """Inverse of `encode_model`: (name -> torch tensor, meta), tensors in name order.
 
     Raises ArtifactError for a bad magic, an unknown or newer format version, a truncated or
-    padded blob, a header or section checksum mismatch, or a section that does not decode.
+    padded blob, a header or section checksum mismatch, a section that does not decode, declared
+    sizes over `max_raw_bytes` (all sections together) or that disagree with the index's shapes.
     """
-    sections = _Sections(bytes(blob))
+    sections = _Sections(bytes(blob), max_raw_bytes)
     try:
         index = json.loads(sections.raw(INDEX).decode())
         meta = index["meta"]
@@ -333,13 +375,15 @@ def decode_model(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 
     codes_listing = [(n, s) for n, d, s in listing if d == "I8"]
     data_listing = [(n, d, s) for n, d, s in listing if d != "I8"]
+    # the shapes against the declared section sizes, before those sections are decoded
+    kind = DATA if DATA in sections.entries else DATA_SHUFFLED
+    sizes = [_numel(s) * _ITEMSIZE[d] for _, d, s in data_listing]
+    sections.expect(kind, sum(sizes), "tensors")
     out: dict[str, Any] = {}
-    for (n, s), arr in zip(codes_listing, _decode_codes(sections, codes_listing)):
+    for (n, s), arr in zip(codes_listing, _decode_codes(sections, codes_listing, max_raw_bytes)):
         out[n] = _make_tensor("I8", s, arr.tobytes())
 
-    kind = DATA if DATA in sections.entries else DATA_SHUFFLED
     data = sections.raw(kind)
-    sizes = [_numel(s) * _ITEMSIZE[d] for _, d, s in data_listing]
     if sum(sizes) != len(data):
         raise _fail("data", f"{len(data)} bytes for tensors of {sum(sizes)} bytes")
     pos = 0
@@ -350,10 +394,17 @@ def decode_model(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return {n: out[n] for n, _, _ in listing}, meta
 
 
-def _decode_codes(sections: _Sections, codes_listing: list[tuple[str, list[int]]]) -> list[np.ndarray]:
+def _decode_codes(sections: _Sections, codes_listing: list[tuple[str, list[int]]],
+                  max_raw_bytes: int) -> list[np.ndarray]:
     """int8 arrays of the code tensors, from whichever codes section the blob has."""
     numels = [_numel(s) for _, s in codes_listing]
     if CODES_PACKED in sections.entries:
+        # each tensor takes 1 + ceil(numel * bits / 8) bytes at a width of 1..8 bits
+        least = sum(1 + layouts.packed_size(k, 1) for k in numels)
+        most = sum(1 + layouts.packed_size(k, 8) for k in numels)
+        if not least <= sections.entries[CODES_PACKED]["raw_len"] <= most:
+            raise _fail("codes_packed", f"it declares {sections.entries[CODES_PACKED]['raw_len']:,} raw bytes, "
+                                        f"the index lists codes that pack into {least:,} to {most:,}")
         raw = sections.raw(CODES_PACKED)
         arrays, pos = [], 0
         for (n, s), numel in zip(codes_listing, numels):
@@ -367,10 +418,12 @@ def _decode_codes(sections: _Sections, codes_listing: list[tuple[str, list[int]]
             raise _fail("codes_packed", "stray bytes")
         return arrays
     e = sections.entries[CODES]
+    sections.expect(CODES, sum(numels), "codes")  # one code per byte, also what rANS decodes to
     if e["codec"] == C.RANS:
         model = sections.raw(RANS_MODEL)
         try:
-            arrays = rans.decode_codes(model, sections.stored[CODES], [s for _, s in codes_listing], e["a"], e["b"])
+            arrays = rans.decode_codes(model, sections.stored[CODES], [s for _, s in codes_listing], e["a"], e["b"],
+                                       max_symbols=max_raw_bytes)
         except rans.RansError as err:
             raise _fail("codes", str(err)) from None
         sections.check(CODES, b"".join(a.tobytes() for a in arrays))

@@ -60,8 +60,8 @@ def unpack_model(blob: bytes):
     that do not fit the config, raise ArtifactError: never a model with other weights.
     """
     from pgolf.config import from_dict
+    from pgolf.model.build import build_with_state
     from pgolf.model.config import ModelConfig
-    from pgolf.model.gpt import GPT
     from pgolf.pack.modelbin import decode_model
     from pgolf.quant.state import dequantize_state
 
@@ -73,10 +73,5 @@ def unpack_model(blob: bytes):
     except ConfigError as e:
         raise ArtifactError(f"model.bin records a model config this pgolf cannot build ({e})",
                             "re-run `pgolf pack` with this pgolf") from None
-    model = GPT(cfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ArtifactError(f"model.bin's weights do not fit its model config ({str(e).splitlines()[0]})",
-                            "re-run `pgolf pack`") from None
-    return model.eval(), meta
+    # shapes checked on the meta device before the model is allocated: the config is read from the file
+    return build_with_state(cfg, state, "model.bin", "re-run `pgolf pack`"), meta

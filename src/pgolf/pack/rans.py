@@ -36,6 +36,7 @@ the rANS words (`stream` bytes) are not compressible further.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 
@@ -52,6 +53,14 @@ MODEL_VERSION = 1
 WIDTH_FLOOR = -4.0  # log2 of the smallest width modeled: a mean |code| of 1/16 (nearly all zeros)
 BETA_RANGE = 32  # |beta| <= 8 octaves
 MAX_CONTEXTS = 4096  # 8 code widths x the width classes of alpha + beta: a few hundred in practice
+# Decoding ceilings, checked before the decoder allocates by a count the input declares:
+# - symbols (the shapes): one byte of output, two of contexts each; the container's 1 GiB ceiling;
+# - table slots (contexts << prob_bits, 9 bytes each): the encoder's widths lie in about [-48, 60]
+#   (alpha in [-16, 28], beta in [-32, 32]), about 109 contexts per code width, 8 widths at most;
+#   adversarial weights of 7 widths reach ~620 contexts. 2**24 slots = 1,024 contexts at PROB_BITS,
+#   150 MB of tables.
+MAX_SYMBOLS = 1 << 30
+MAX_TABLE_SLOTS = 1 << 24
 
 # 2**(j/8) in 16-bit fixed point, j = 0..7: log-count code k > 0 means a count of
 # LOG_MANTISSA[(k - 1) % 8] << ((k - 1) // 8) (relative units; only ratios matter).
@@ -72,7 +81,7 @@ def matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
         return 1, 1
     if len(shape) == 1:
         return 1, int(shape[0])
-    return int(shape[0]), int(np.prod(shape[1:], dtype=np.int64))
+    return int(shape[0]), math.prod(int(d) for d in shape[1:])
 
 
 def lanes_for(num_symbols: int) -> int:
@@ -165,17 +174,22 @@ def decoding_tables(freq: np.ndarray, prob_bits: int) -> tuple[np.ndarray, np.nd
     """Tables indexed by context << prob_bits | slot: the symbol (uint8) and freq << 16 | (slot - cum).
 
     A context without counts (never used by valid data) decodes as symbol 0 with certainty, so that
-    every slot is defined.
+    every slot is defined. Built one context at a time: the memory is the tables' own 9 bytes a
+    slot, not several int64 temporaries of the whole table (and it is faster).
     """
     num_ctx, total_m = freq.shape[0], 1 << prob_bits
     freq = freq.astype(np.int64).copy()
     freq[freq.sum(axis=1) == 0, 0] = total_m
-    flat = freq.reshape(-1)
-    cum = (np.cumsum(freq, axis=1) - freq).reshape(-1)
-    entry = np.repeat(np.arange(num_ctx * 256, dtype=np.int64), flat)  # (context, symbol) of every slot
-    slot = np.tile(np.arange(total_m, dtype=np.int64), num_ctx)
-    sym = (entry & 255).astype(np.uint8)
-    packed = ((flat[entry] << 16) | (slot - cum[entry])).astype(np.uint64)
+    cum = np.cumsum(freq, axis=1) - freq
+    sym = np.empty(num_ctx * total_m, dtype=np.uint8)
+    packed = np.empty(num_ctx * total_m, dtype=np.uint64)
+    slot = np.arange(total_m, dtype=np.int64)
+    symbols = np.arange(256, dtype=np.int64)
+    for c in range(num_ctx):
+        s = np.repeat(symbols, freq[c])  # the symbol of every slot of this context
+        lo = c * total_m
+        sym[lo : lo + total_m] = s
+        packed[lo : lo + total_m] = (freq[c][s] << 16) | (slot - cum[c][s])
     return sym, packed
 
 
@@ -423,15 +437,27 @@ def encode_codes(codes: Sequence[np.ndarray], prob_bits: int = PROB_BITS, per_ro
 
 
 def decode_codes(model_bytes: bytes, stream: bytes, shapes: Sequence[Sequence[int]], prob_bits: int,
-                 log2_lanes: int) -> list[np.ndarray]:
-    """Inverse of `encode_codes`: int8 arrays of the given shapes; RansError on inconsistent input."""
+                 log2_lanes: int, *, max_symbols: int = MAX_SYMBOLS) -> list[np.ndarray]:
+    """Inverse of `encode_codes`: int8 arrays of the given shapes; RansError on inconsistent input.
+
+    The symbol count the shapes declare must be at most `max_symbols`, and the decoding tables at
+    most MAX_TABLE_SLOTS, both checked before anything of that size is allocated.
+    """
     if not 1 <= prob_bits <= 15 or not 0 <= log2_lanes <= 20:
         raise RansError(f"unsupported rANS parameters (prob_bits {prob_bits}, log2 lanes {log2_lanes})")
+    if any(int(d) < 0 for s in shapes for d in s):
+        raise RansError("a code tensor has a negative dimension")
+    total = sum(math.prod(int(d) for d in s) for s in shapes)  # Python ints: no overflow to a small count
+    if total > max_symbols:
+        raise RansError(f"the shapes declare {total:,} codes, more than the {max_symbols:,} allowed")
     mshapes = [matrix_shape(s) for s in shapes]
     model = _Model.from_bytes(model_bytes, mshapes)
     num_ctx = sum(g[2] for g in model.groups)
     if model.freq_codes.shape[0] != num_ctx:
         raise RansError("rANS model tables do not match its groups")
+    if num_ctx << prob_bits > MAX_TABLE_SLOTS:
+        raise RansError(f"rANS model declares {num_ctx} contexts of 2**{prob_bits} slots, more than the "
+                        f"{MAX_TABLE_SLOTS:,} table slots allowed")
     ctx = model.contexts(mshapes)
     freq = normalize_counts(expand_log_counts(model.freq_codes), prob_bits)
     sym = decode_stream(stream, ctx, freq, prob_bits, log2_lanes)

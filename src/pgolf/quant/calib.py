@@ -18,10 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from pgolf.data.stream import TokenStream
 from pgolf.errors import ConfigError, DataError
+from pgolf.eval.scoring import autocast_for
+from pgolf.model.params import param_class
+from pgolf.quant.config import QuantizeConfig
+from pgolf.quant.schemes import plan_tensor
 
 if TYPE_CHECKING:
-    from pgolf.quant.config import QuantizeConfig
+    from pgolf.model.gpt import GPT
 
 Where = Literal["input", "output"]
 CALIB_BATCH_TOKENS = 32_768  # tokens per calibration forward pass (sequences per batch = this // seq_len)
@@ -205,9 +210,6 @@ def calibration_targets(model: nn.Module, cfg: QuantizeConfig) -> tuple[list[str
     weight with F.linear on the final_norm output (no module call a hook could see), so its inputs
     are read from `final_norm`'s output.
     """
-    from pgolf.model.params import param_class
-    from pgolf.quant.schemes import plan_tensor
-
     extra: dict[str, tuple[str, Where]] = {head_weight(model): ("final_norm", "output")}
     hookable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear) and n} | set(extra)
     names = [n for n, t in model.state_dict().items()
@@ -216,13 +218,11 @@ def calibration_targets(model: nn.Module, cfg: QuantizeConfig) -> tuple[list[str
     return names, {k: v for k, v in extra.items() if k in names}
 
 
-def calibration_hessians(model: nn.Module, tokens: torch.Tensor, names: Sequence[str],
+def calibration_hessians(model: GPT, tokens: torch.Tensor, names: Sequence[str],
                          extra: Mapping[str, tuple[str, Where]], device: torch.device) -> dict[str, torch.Tensor]:
     """{weight: H = mean x x^T [in, in] fp32} over calibration tokens [S, T] (int64), fed to
     `model.hidden` CALIB_BATCH_TOKENS at a time (bf16 autocast on CUDA, as the records calibrate;
     fp32 on CPU). The model is left in eval mode."""
-    from pgolf.eval.scoring import autocast_for
-
     per_batch = max(1, CALIB_BATCH_TOKENS // tokens.shape[1])
     model.eval()
     with torch.no_grad(), autocast_for(device, True), HessianCollector(model, names, extra) as hc:
@@ -236,8 +236,6 @@ def stream_calibration_tokens(shards: Sequence[np.ndarray], num_seqs: int, seq_l
     """The first num_seqs * seq_len tokens of the training stream (the shards in order, from offset 0:
     the order training reads them) as int64 [S, T]; fewer sequences (S < num_seqs) when the shards
     hold fewer tokens. DataError when they hold less than one sequence, or ids outside the vocabulary."""
-    from pgolf.data.stream import TokenStream
-
     total = sum(int(a.shape[0]) for a in shards)
     num_seqs = min(num_seqs, total // seq_len)
     if num_seqs < 1:
@@ -254,8 +252,6 @@ def self_calibration_tokens(model: nn.Module, cfg: QuantizeConfig, device: torch
     """calib = "self": cfg.calib_tokens // cfg.calib_seq_len sequences the model samples itself
     (`generate_calibration` with the config's temperature and seed, bf16 autocast on CUDA), int64 [S, T]
     on the CPU."""
-    from pgolf.eval.scoring import autocast_for
-
     num_seqs, seq_len = cfg.calib_tokens // cfg.calib_seq_len, cfg.calib_seq_len
     with autocast_for(device, True):
         tokens = generate_calibration(model, num_seqs, seq_len, temperature=cfg.calib_temperature,

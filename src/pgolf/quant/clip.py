@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from pgolf.quant.rowwise import FP16_TINY
+from pgolf.model.rowquant import FP16_TINY
 
 
 def sorted_abs_rows(w: torch.Tensor) -> torch.Tensor:

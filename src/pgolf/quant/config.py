@@ -12,7 +12,7 @@ from typing import Literal
 
 from pgolf.config import check
 from pgolf.errors import ConfigError
-from pgolf.quant.rowwise import FP16_TINY
+from pgolf.model.rowquant import FP16_TINY
 
 Scheme = Literal["int8", "int6", "int5mlp", "int4mlp"]
 ClipMethod = Literal["rowmax", "quantile", "search", "sdclip"]

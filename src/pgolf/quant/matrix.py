@@ -1,7 +1,7 @@
 """Quantize one matrix: round-to-nearest (RTN) or full-Hessian GPTQ, each with a clip choice (pure).
 
 Both return a `RowQuant`: int8 codes [rows, cols] and fp16 scales [rows] such that the weights are
-`codes * scale[:, None]` (`rowwise.dequantize_rows`). GPTQ follows Frantar et al. 2023 ("GPTQ:
+`codes * scale[:, None]` (`rowquant.dequantize_rows`). GPTQ follows Frantar et al. 2023 ("GPTQ:
 Accurate Post-Training Quantization for Generative Pre-trained Transformers") as used by the
 records FGPTQ (#1060), ARGPTQ (#1019) and SP8K (#1394); techniques §5.4.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from pgolf.quant import rowwise
+from pgolf.model import rowquant
 from pgolf.quant.clip import ClipSpec, choose, describe_choice
 
 
@@ -27,7 +27,7 @@ class RowQuant:
 
     def dequantize(self) -> torch.Tensor:
         """fp32 weights [rows, cols]."""
-        return rowwise.dequantize_rows(self.codes, self.scale)
+        return rowquant.dequantize_rows(self.codes, self.scale)
 
 
 class GPTQFailure(RuntimeError):
@@ -51,11 +51,11 @@ def rtn_quantize(w: torch.Tensor, bits: int, clip: ClipSpec = ClipSpec()) -> Row
     w32 = w.detach().float()
     descs, cands, errs = [], [], []
     for desc, c in clip.candidates(w32):
-        scale = rowwise.row_scales(w32, bits, c, clip.floor)
-        codes = rowwise.quantize_rows(w32, scale, bits)
+        scale = rowquant.row_scales(w32, bits, c, clip.floor)
+        codes = rowquant.quantize_rows(w32, scale, bits)
         descs.append(desc)
         cands.append((codes, scale))
-        errs.append((w32 - rowwise.dequantize_rows(codes, scale)).square().sum(dim=1))
+        errs.append((w32 - rowquant.dequantize_rows(codes, scale)).square().sum(dim=1))
     pick = choose(errs, clip.granularity)
     codes, scale = _pick_rows(cands, pick)
     return RowQuant(codes, scale, {"method": "rtn", "clip": describe_choice(descs, pick, clip.granularity)})
@@ -103,7 +103,7 @@ def gptq_codes(
     H^-1, is pushed onto the columns not yet quantized. Raises `GPTQFailure` if H is not positive
     definite after damping.
     """
-    qmax = rowwise.qmax_for(bits)
+    qmax = rowquant.qmax_for(bits)
     W = w.detach().float().clone()
     rows, cols = W.shape
     if not torch.isfinite(hessian).all():
@@ -176,7 +176,7 @@ def gptq_quantize(
     descs, scales = [], []
     for desc, c in clip.candidates(w_live):
         descs.append(desc)
-        scales.append(rowwise.row_scales(w_live, bits, c, clip.floor))
+        scales.append(rowquant.row_scales(w_live, bits, c, clip.floor))
     # GPTQ treats rows independently, so all candidates run as one sweep over stacked copies of W.
     n = len(scales)
     try:
@@ -196,7 +196,7 @@ def gptq_quantize(
         fallback.info["fallback"] = f"gptq failed ({e}); used round-to-nearest with the clip search"
         return fallback
     cands = list(zip(codes_all.chunk(n), scales))
-    errs = [hessian_row_error(w32, rowwise.dequantize_rows(codes, scale), h) for codes, scale in cands]
+    errs = [hessian_row_error(w32, rowquant.dequantize_rows(codes, scale), h) for codes, scale in cands]
     pick = choose(errs, clip.granularity)
     codes, scale = _pick_rows(cands, pick)
     info = {

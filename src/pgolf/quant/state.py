@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from pgolf.errors import ArtifactError, ConfigError
-from pgolf.quant import rowwise
+from pgolf.model import rowquant
+from pgolf.model.params import param_class
 from pgolf.quant.clip import ClipSpec
 from pgolf.quant.config import QuantizeConfig
 from pgolf.quant.matrix import RowQuant, gptq_quantize, rtn_quantize
@@ -68,8 +69,6 @@ def rows_view(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def default_classifier() -> Callable[[str], str]:
     """`pgolf.model.param_class`: the one classification optimizers, QAT and quantization share."""
-    from pgolf.model import param_class  # lazy: pgolf.model imports pgolf.quant.rowwise
-
     return param_class
 
 
@@ -181,7 +180,7 @@ def _quantize_tensor(
         return {name: _passthrough(name, w, plan).cpu().contiguous()}, entry, stats
 
     rq = _quantize_int(name, w, plan, tensor_class, cfg, hessians, keep_zero)
-    qmax = rowwise.qmax_for(plan.bits)
+    qmax = rowquant.qmax_for(plan.bits)
     entry.update(qmax=qmax, method=rq.info["method"], clip=rq.info["clip"], scale_floor=cfg.floor_for(plan.bits))
     entry.update({k: v for k, v in rq.info.items() if k not in ("method", "clip")})  # GPTQ details, fallback
     rows, cols = rows_view(shape)
@@ -300,12 +299,12 @@ def _dequantize_one(name: str, entry: Mapping[str, Any], tensors: Mapping[str, t
     rows, _ = rows_view(shape)
     codes = _need(tensors, f"{name}.q", torch.int8, shape, name)
     scale = _need(tensors, f"{name}.scale", torch.float16, (rows,), name)
-    qmax = rowwise.qmax_for(bits)
+    qmax = rowquant.qmax_for(bits)
     if codes.numel() and int(codes.abs().max().item()) > qmax:
         raise ArtifactError(
             f"'{name}.q' has codes beyond +-{qmax} for {entry['scheme']}", "the file is corrupt; rerun pgolf quantize"
         )
-    flat = rowwise.dequantize_rows(codes.reshape(rows, -1), scale)
+    flat = rowquant.dequantize_rows(codes.reshape(rows, -1), scale)
     return flat.reshape(shape).to(dtype)
 
 

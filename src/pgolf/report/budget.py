@@ -92,7 +92,7 @@ def class_budget(code_bytes: int, model_bytes: int, sections: Sequence[Mapping[s
         entropy = code_entropy.get(f"{name}.q", {}).get("entropy_bytes")
         code_w[cls] = code_w.get(cls, 0.0) + (float(entropy) if entropy is not None else bits * numel / 8)
         data_w[cls] = data_w.get(cls, 0.0) + (payload - bits * numel) / 8  # the per-row scales
-    classes = {c: 0.0 for c in _ordered(list(params))}
+    classes = dict.fromkeys(_ordered(list(params)), 0.0)
     for section in sections:
         size = float(section["stored_bytes"])
         share = (_apportion(size, code_w) if section["kind"] in CODE_SECTIONS

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sentencepiece
 
 from pgolf import artifacts
 from pgolf.artifacts import Manifest
+from pgolf.artifacts import corpus as corpus_io
+from pgolf.artifacts import data as datadir
 from pgolf.config import to_dict
 from pgolf.data import bpb
 from pgolf.data.config import DataConfig
@@ -21,8 +24,7 @@ from pgolf.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 from pgolf.errors import DataError
 from pgolf.runtime import console
 from pgolf.runtime.env import code_info
-from pgolf.stages import corpus as corpus_io
-from pgolf.stages import shardio
+from pgolf.stages import runner
 
 ENCODE_BATCH = 256
 JSON_KEYS = ("train_tokens", "val_tokens", "train_docs", "val_docs", "val_bytes", "val_bytes_lut",
@@ -52,7 +54,6 @@ def _documents(cfg: DataConfig) -> Iterator[str]:
 
 def embedded_tokenizer(cfg: DataConfig) -> bytes:
     """The embedded corpus's tokenizer (trained on its training documents), cached by corpus and settings."""
-    import sentencepiece
 
     ident = corpus_io.embedded_identity()
     key = hashlib.sha256(f"{ident['sha256']}|{cfg.vocab_size}|{cfg.val_docs}|{cfg.tokenizer_max_sentences}|"
@@ -112,12 +113,12 @@ class _SplitWriter:
     def flush(self) -> None:
         if self.fill == 0:
             return
-        name = shardio.shard_name(self.split, self.index)
-        shardio.write_shard(self.root / name, np.concatenate(self.tokens))
+        name = datadir.shard_name(self.split, self.index)
+        datadir.write_shard(self.root / name, np.concatenate(self.tokens))
         self.files.append(name)
         if self.with_bytes:
-            side = shardio.sidecar_name(self.index)
-            shardio.write_sidecar(self.root / side, np.concatenate(self.counts))
+            side = datadir.sidecar_name(self.index)
+            datadir.write_sidecar(self.root / side, np.concatenate(self.counts))
             self.files.append(side)
         self.tokens, self.counts, self.fill = [], [], 0
         self.index += 1
@@ -131,11 +132,15 @@ def _batches(docs: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def build(cfg: DataConfig, out: str | Path, force: bool = False) -> Manifest:
     """Tokenize the corpus into `out`: val = the first `val_docs` documents, train = the rest."""
-    t0 = time.time()
-    out = Path(out)
-    artifacts.check_output(out, "data", force)
     for path in cfg.corpus:  # fail before any work on a path that cannot be read
         corpus_io.check_corpus_path(Path(path))
+    inputs = [*cfg.corpus, *([cfg.tokenizer] if cfg.tokenizer else [])]
+    with runner.claim(out, "data", inputs=inputs, force=force) as output:
+        return _build(cfg, output)
+
+
+def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
+    t0 = time.time()
     model_bytes, tok_source = resolve_tokenizer(cfg)
     sp = load_tokenizer(model_bytes, cfg.tokenizer or "the tokenizer")
     vocab_size = sp.vocab_size()
@@ -151,7 +156,7 @@ def build(cfg: DataConfig, out: str | Path, force: bool = False) -> Manifest:
     train_hash = hashlib.sha256()
     corpus_hashes = [{"path": p, "sha256": artifacts.sha256_file(p)} for p in cfg.corpus if Path(p).is_file()]
 
-    with artifacts.stage_dir(out, "data", force=True) as work:
+    with output.publish() as work:
         writers = {"val": _SplitWriter(work, "val", cfg.shard_tokens, True),
                    "train": _SplitWriter(work, "train", cfg.shard_tokens, False)}
         doc_index = 0
@@ -190,12 +195,12 @@ def build(cfg: DataConfig, out: str | Path, force: bool = False) -> Manifest:
         if stats["val_docs"] < cfg.val_docs or stats["train_docs"] == 0:
             raise DataError(f"the corpus has {doc_index} documents; --val-docs {cfg.val_docs} leaves "
                             f"{stats['train_docs']} for training", "lower --val-docs or add documents")
-        artifacts.atomic_write_bytes(work / shardio.TOKENIZER_FILE, model_bytes)
+        artifacts.atomic_write_bytes(work / datadir.TOKENIZER_FILE, model_bytes)
 
         consistent = (check["tokens_lut_vs_sidecar"] == 0 and check["docs_sidecar_vs_decode"] == 0
                       and check["docs_sidecar_vs_normalized"] == 0 and bpb.has_standalone_space(sp))
         check.update(standalone_space_piece=bpb.has_standalone_space(sp), consistent=consistent)
-        files = writers["val"].files + writers["train"].files + [shardio.TOKENIZER_FILE]
+        files = writers["val"].files + writers["train"].files + [datadir.TOKENIZER_FILE]
         entries = [artifacts.file_entry(work, f, _file_format(f)) for f in files]
         tok_sha = artifacts.sha256_bytes(model_bytes)
         stats.update(vocab_size=vocab_size, files=len(files), bpb_check=check,
@@ -251,10 +256,10 @@ def summary(manifest: Manifest, out: Path) -> dict[str, Any]:
 
 def inspect(path: str | Path, tokenizer: str | Path | None = None) -> dict[str, Any]:
     """Counts, byte totals and a hash check of a data directory (pgolf-built or official shards)."""
-    data = shardio.resolve_data_dir(path, tokenizer)
+    data = datadir.resolve_data_dir(path, tokenizer)
     report: dict[str, Any] = {"path": str(data.path), "manifest": data.manifest is not None, "missing": []}
-    val_paths = shardio.list_shards(data.path, "val")
-    train_paths = shardio.list_shards(data.path, "train")
+    val_paths = datadir.list_shards(data.path, "val")
+    train_paths = datadir.list_shards(data.path, "train")
     vocab = None
     sp = None
     if data.tokenizer_path is not None:
@@ -263,10 +268,10 @@ def inspect(path: str | Path, tokenizer: str | Path | None = None) -> dict[str, 
     else:
         report["missing"].append("tokenizer (pass --tokenizer): no vocab check, no lookup-table byte count")
 
-    train_tokens = sum(shardio.read_header(p) for p in train_paths)
-    val = shardio.load_val_tokens(data.path, vocab) if val_paths else np.zeros(0, np.uint16)
+    train_tokens = sum(datadir.read_header(p) for p in train_paths)
+    val = datadir.load_val_tokens(data.path, vocab) if val_paths else np.zeros(0, np.uint16)
     for p in train_paths:  # validates headers and, with a tokenizer, every id
-        shardio.open_shard(p, vocab)
+        datadir.open_shard(p, vocab)
     files = len(data.manifest.files) if data.manifest is not None else len(val_paths) + len(train_paths)
     report.update(train_tokens=train_tokens, val_tokens=int(val.size), vocab_size=vocab, files=files,
                   shards={"val": len(val_paths), "train": len(train_paths)})
@@ -274,11 +279,11 @@ def inspect(path: str | Path, tokenizer: str | Path | None = None) -> dict[str, 
         report["missing"].append("validation shards (fineweb_val_*.bin)")
     # Documents start with BOS, so they can be counted even without a manifest (train: streamed per shard).
     report["val_docs"] = int((val == BOS_ID).sum())
-    report["train_docs"] = int(sum(int((np.asarray(shardio.open_shard(p)) == BOS_ID).sum()) for p in train_paths))
+    report["train_docs"] = int(sum(int((np.asarray(datadir.open_shard(p)) == BOS_ID).sum()) for p in train_paths))
     report["val_bytes_lut"] = None
     if sp is not None and val.size:
         report["val_bytes_lut"] = int(bpb.lut_stream_bytes(bpb.build_byte_tables(sp), val).sum())
-    side = shardio.load_val_bytes(data.path) if val_paths else None
+    side = datadir.load_val_bytes(data.path) if val_paths else None
     report["val_bytes"] = int(side[1:].sum()) if side is not None and side.size else None
     if side is None:
         report["missing"].append("byte sidecar (bytes_val_*.bin): val_bytes by the decoded-piece rule unknown")

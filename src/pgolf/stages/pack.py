@@ -1,6 +1,6 @@
 """`pgolf pack`: quant/ -> pack/ (model.bin, train_gpt.py, report.json, manifest.json).
 
-1. Read the quant artifact (`pgolf.stages.quantize.load_quant`: files checked against its manifest)
+1. Read the quant artifact (`pgolf.artifacts.quant.load_quant`: files checked against its manifest)
    and, through its lineage, the train manifest: the training sequence length and the recipe.
 2. Encode model.bin (`pgolf.pack.encode_model`): the codes, scales and passthrough tensors, and in
    its meta everything evaluation needs (`pgolf.pack.packed`).
@@ -14,8 +14,8 @@
    (16,000,000 decimal by default). Over the limit, the artifact is still written (to inspect) with
    `fits: false`, a loud warning is printed, and the command exits 3; `pgolf verify` fails it.
 
-`load_packed_model(pack_dir)` is the only way evaluation gets weights: model.bin alone (checked
-against the pack manifest), decoded, dequantized, built.
+`pgolf.artifacts.packed.load_packed_model(pack_dir)` is the only way evaluation gets weights:
+model.bin alone (checked against the pack manifest), decoded, dequantized, built.
 """
 
 from __future__ import annotations
@@ -28,28 +28,36 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pgolf import artifacts
+import torch
+from rich.text import Text
+
+from pgolf import artifacts, layout
 from pgolf import config as cfgmod
 from pgolf.artifacts import MANIFEST, Manifest
-from pgolf.errors import ArtifactError, ConfigError
+from pgolf.artifacts.packed import CODE_FILE, CODE_FORMAT, MODEL_FILE, MODEL_FORMAT, REPORT_FILE, REPORT_FORMAT
+from pgolf.artifacts.quant import load_quant, train_manifest_of
+from pgolf.errors import ArtifactError
+from pgolf.pack import FORMAT_VERSION, budget, decode_model, encode_model, entropy_report, inspect_model
+from pgolf.pack.bundle import build_bundle, unwrap
+from pgolf.pack.config import PackConfig
+from pgolf.pack.packed import packed_meta, unpack_model
+from pgolf.pack.reproduce import make_recipe
+from pgolf.quant import dequantize_state
+from pgolf.quant.config import SCHEMES
 from pgolf.runtime import console
 from pgolf.runtime.env import PACKAGE_DIR, code_info, env_info
+from pgolf.stages import runner
+from pgolf.verify.codescan import scan_code
 
-MODEL_FILE = "model.bin"
-CODE_FILE = "train_gpt.py"
-REPORT_FILE = "report.json"
-MODEL_FORMAT = "pgolf.model.bin"
-CODE_FORMAT = "pgolf.submission"
-REPORT_FORMAT = "pgolf.pack.report"
 JSON_KEYS = ("out", "codec", "model_bytes", "code_bytes", "total_bytes", "limit_bytes", "entropy_bytes", "fits")
 
 # The submission file's program: `pgolf.pack.submission.main`, wired to the real world, with the run's
 # recipe (JSON, or None when packed without training). `_T` is taken before anything else runs, so the
 # evaluation clock includes loading (rules TIME-3).
-ENTRY = "pgolf.pack.submission"
+ENTRY = "pgolf.pack.program"
 TRAINING = "pgolf.pack.reproduce"  # left out of files packed with trainable = false
 ENTRY_CALL = ("import os,glob,numpy\n"
-              "S=_I('pgolf.pack.submission')\n"
+              "S=_I('pgolf.pack.program')\n"
               "raise SystemExit(S.main(S.Io(os.environ,lambda p:open(p,'rb').read(),lambda p:numpy.memmap(p,mode='r'),"
               "lambda p,d:open(p,'wb').write(d),os.path.exists,glob.glob,print),__file__,_T,recipe={recipe}))")
 PRELUDE = "import time;_T=time.perf_counter()"
@@ -60,35 +68,15 @@ PRELUDE = "import time;_T=time.perf_counter()"
 
 def load_config(config: str | Path | None = None, overrides: Sequence[str] = (), codec: str | None = None):
     """PackConfig: defaults <- the file's `[pack]` table (or the whole file) <- `--set` <- `--codec`."""
-    from pgolf.pack.config import PackConfig
 
-    table: dict[str, Any] = {}
-    if config is not None:
-        raw = cfgmod.load_toml(config)
-        table = raw["pack"] if isinstance(raw.get("pack"), dict) else raw
+    table = cfgmod.load_section(config, "pack", nested=("eval",)) if config is not None else {}
     overrides = [*overrides, *([f"codec={codec}"] if codec is not None else [])]
     return cfgmod.build(PackConfig, table, overrides)
 
 
 def default_out(quant_dir: str | Path) -> Path:
     """`pack/` next to the quant directory (the run layout: runs/<run>/quant -> runs/<run>/pack)."""
-    return Path(quant_dir).parent / "pack"
-
-
-def lineage_data(quant_dir: str | Path) -> tuple[Path | None, Path | None]:
-    """(data directory, tokenizer) the model behind `quant_dir` was trained on, through the lineage
-    quant -> train -> data: what `pgolf ttt-eval` scores. The tokenizer is named only for official
-    shards without a pgolf manifest; (None, None) where the lineage cannot be followed."""
-    from pgolf.stages.quantize import data_dir_of
-
-    try:
-        qm = artifacts.read_manifest(quant_dir, "quant")
-        train_dir = artifacts.resolve_input(quant_dir, qm.input("train")).parent
-        tm = artifacts.read_manifest(train_dir, "train")
-    except (ArtifactError, KeyError):
-        return None, None
-    tokenizer = next((artifacts.resolve_input(train_dir, e) for e in tm.inputs if e.get("kind") == "tokenizer"), None)
-    return data_dir_of(train_dir, tm), tokenizer if tokenizer is not None and tokenizer.is_file() else None
+    return layout.next_to(quant_dir, "pack")
 
 
 def resolve_eval(cfg, train_seq_len: int):
@@ -97,16 +85,6 @@ def resolve_eval(cfg, train_seq_len: int):
     if ev.seq_len:
         return ev
     return dataclasses.replace(ev, seq_len=train_seq_len, stride=min(ev.stride, train_seq_len))
-
-
-def train_manifest(quant_dir: Path, quant_manifest: Manifest) -> Manifest:
-    """The train manifest behind a quant artifact (its lineage); ArtifactError when it is not reachable."""
-    try:
-        path = artifacts.check_input(quant_dir, quant_manifest.input("train"))
-        return artifacts.read_manifest(path.parent, "train")
-    except ArtifactError as e:
-        raise ArtifactError(f"the train manifest behind {quant_dir} cannot be read ({e})",
-                            "keep the run directory together, or pass --set train_seq_len=L --set trainable=false") from None
 
 
 def train_seq_len(cfg, train: Manifest | None) -> int:
@@ -124,7 +102,6 @@ def recipe(cfg, train: Manifest, quant: Manifest, eval_cfg) -> dict[str, Any]:
 
     The seed is left out (`make_recipe`): SEED gives it (default 1337, as in the challenge), so every
     seed of one config packs the same train_gpt.py and a multi-seed submission ships one file."""
-    from pgolf.pack.reproduce import make_recipe
 
     quantize = {k: v for k, v in quant.config.items() if k != "calibration"}  # its provenance, not a setting
     return make_recipe(train.config, quantize, cfgmod.to_dict(cfg), cfgmod.to_dict(eval_cfg))
@@ -153,8 +130,6 @@ def build_submission(cfg, recipe_json: str | None = None) -> Any:
 def _build_submission(sources: tuple[tuple[str, str], ...], call: str, exclude: tuple[str, ...], shake: bool,
                       wrapper: str):
     """Cached by its inputs: the same pgolf and recipe build the same file once per process."""
-    from pgolf.pack.bundle import build_bundle, unwrap
-    from pgolf.verify.codescan import scan_code
 
     bundle = build_bundle(dict(sources), ENTRY, call, prelude=PRELUDE, exclude=exclude, shake_defs=shake,
                           wrapper=wrapper)
@@ -171,7 +146,6 @@ def _build_submission(sources: tuple[tuple[str, str], ...], call: str, exclude: 
 
 
 def _same_bits(a, b) -> bool:
-    import torch
 
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
@@ -182,9 +156,6 @@ def check_round_trip(blob: bytes, tensors: Mapping[str, Any], meta: Mapping[str,
                      quant_meta: Mapping[str, Any]) -> None:
     """model.bin decodes to exactly the quantized tensors and meta, dequantizes to the bits quant.safetensors
     dequantizes to, and builds its model (what `load_packed_model` will do)."""
-    from pgolf.pack import decode_model
-    from pgolf.pack.packed import unpack_model
-    from pgolf.quant import dequantize_state
 
     decoded, meta2 = decode_model(blob)
     if meta2 != meta or set(decoded) != set(tensors):
@@ -207,15 +178,17 @@ def run(cfg, quant_dir: str | Path, out: str | Path, *, force: bool = False) -> 
     The manifest's `fits` says whether code + model bytes are within `cfg.limit_bytes`; over the
     limit the artifact is written anyway and a warning printed (the CLI then exits 3).
     """
-    from pgolf.pack import budget, encode_model, entropy_report, inspect_model
-    from pgolf.pack.packed import packed_meta
-    from pgolf.stages.quantize import load_quant
+    quant_dir = Path(quant_dir)
+    artifacts.read_manifest(quant_dir, "quant")  # the wrong kind of input is named before anything else
+    with runner.claim(out, "pack", inputs=[quant_dir], force=force) as output:
+        return _pack(cfg, quant_dir, output)
 
+
+def _pack(cfg, quant_dir: Path, output: runner.Output) -> Manifest:
     t_start = time.perf_counter()
-    quant_dir, out = Path(quant_dir), Path(out)
-    artifacts.check_output(out, "pack", force)  # fail before any work
+    out = output.out
     tensors, quant_meta, model_cfg, qm = load_quant(quant_dir)
-    tm = train_manifest(quant_dir, qm) if cfg.trainable or not cfg.train_seq_len else None
+    tm = train_manifest_of(quant_dir, qm) if cfg.trainable or not cfg.train_seq_len else None
     seq_len = train_seq_len(cfg, tm)
     eval_cfg = resolve_eval(cfg, seq_len)
     recipe_json = json.dumps(recipe(cfg, tm, qm, eval_cfg), sort_keys=True, separators=(",", ":")) \
@@ -250,7 +223,7 @@ def run(cfg, quant_dir: str | Path, out: str | Path, *, force: bool = False) -> 
         "requirements": requirements, "trainable": cfg.trainable,
     }
     report = {"format": REPORT_FORMAT, **metrics, "modules": list(bundle.modules), "tensors": entropy["tensors"]}
-    with artifacts.stage_dir(out, "pack", force) as work:
+    with output.publish() as work:
         artifacts.atomic_write_bytes(work / MODEL_FILE, blob)
         artifacts.atomic_write_bytes(work / CODE_FILE, bundle.text.encode("utf-8"))
         artifacts.write_json(work / REPORT_FILE, report)
@@ -273,7 +246,6 @@ def run(cfg, quant_dir: str | Path, out: str | Path, *, force: bool = False) -> 
 
 def over_budget_line(b: Mapping[str, Any], scheme: str | None, out: Path) -> str:
     """One line for a pack over its limit: the bytes, the overshoot, and how to fit (`b`: `budget`'s dict)."""
-    from pgolf.quant.config import SCHEMES
 
     smaller = SCHEMES[SCHEMES.index(scheme) + 1] if scheme in SCHEMES[:-1] else None
     fixes = [*([f"a smaller scheme (pgolf quantize --scheme {smaller})"] if smaller else []),
@@ -285,7 +257,6 @@ def over_budget_line(b: Mapping[str, Any], scheme: str | None, out: Path) -> str
 
 def _shout(message: str) -> None:
     """A warning nobody can miss: bold red on the console (stderr)."""
-    from rich.text import Text
 
     console.console.print(Text(message, style="bold red"), soft_wrap=True)
 
@@ -298,7 +269,6 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def _model_format_version() -> int:
-    from pgolf.pack import FORMAT_VERSION
 
     return FORMAT_VERSION
 
@@ -307,69 +277,3 @@ def summary(manifest: Manifest, out: str | Path) -> dict[str, Any]:
     """The `--json` document of `pgolf pack`."""
     m = manifest.metrics
     return {"out": str(out), **{k: m.get(k) for k in JSON_KEYS if k != "out"}}
-
-
-# ----------------------------------------------------------------------------- the loader
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedInfo:
-    """What a packed model carries besides its weights.
-
-    model_config: the ModelConfig; seq_len: the training sequence length (the default evaluation
-    window); eval_config: the EvalConfig train_gpt.py evaluates with; meta: model.bin's meta;
-    manifest: the pack manifest; model_sha256 / model_bytes: of the model.bin bytes decoded.
-    """
-
-    model_config: Any
-    seq_len: int
-    eval_config: Any
-    meta: dict[str, Any]
-    manifest: Manifest
-    model_sha256: str
-    model_bytes: int
-    path: Path
-
-
-def load_packed_model(pack_dir: str | Path):
-    """(GPT on the CPU in eval mode, PackedInfo) from pack_dir/model.bin, the only way evaluation gets weights.
-
-    Reads model.bin once; its size and sha256 must match the pack manifest, then it is decoded
-    (every section checked against its crc32), dequantized and loaded. A missing, modified,
-    truncated or corrupt model.bin raises ArtifactError, never returns other weights.
-    """
-    from pgolf.eval.config import EvalConfig
-    from pgolf.pack.packed import unpack_model
-
-    pack_dir = Path(pack_dir)
-    manifest = artifacts.read_manifest(pack_dir, "pack")
-    entry = manifest.file(MODEL_FILE)
-    path = pack_dir / MODEL_FILE
-    fix = "re-create it with pgolf pack"
-    try:
-        blob = path.read_bytes()
-    except OSError as e:
-        raise ArtifactError(f"cannot read {path} ({e.strerror})", fix) from None
-    digest = artifacts.sha256_bytes(blob)
-    if len(blob) != entry["bytes"]:
-        raise ArtifactError(f"{path} has {len(blob):,} bytes, the pack manifest says {entry['bytes']:,} "
-                            "(truncated or modified)", fix)
-    if digest != entry["sha256"]:
-        raise ArtifactError(f"{path} does not match its sha256 in the pack manifest (corrupt or modified)", fix)
-    model, meta = unpack_model(blob)
-    try:
-        eval_cfg = cfgmod.from_dict(EvalConfig, meta["eval"])
-    except ConfigError as e:
-        raise ArtifactError(f"{path} records an evaluation config this pgolf cannot read ({e})", fix) from None
-    info = PackedInfo(model_config=model.cfg, seq_len=int(meta["train_seq_len"]), eval_config=eval_cfg, meta=meta,
-                      manifest=manifest, model_sha256=digest, model_bytes=len(blob), path=path)
-    return model, info
-
-
-def read_report(pack_dir: str | Path) -> dict[str, Any]:
-    """The pack's report.json (per-tensor entropy, sections, embedded modules)."""
-    path = Path(pack_dir) / REPORT_FILE
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"cannot read {path} ({e})", "re-create it with pgolf pack") from None

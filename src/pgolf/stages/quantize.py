@@ -17,26 +17,42 @@ Two defaults follow the model when neither the config file nor `--set` gives the
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import torch
+from rich.table import Table
 
 from pgolf import artifacts
 from pgolf import config as cfgmod
 from pgolf.artifacts import Manifest
-from pgolf.errors import ArtifactError, ConfigError, DataError, LegalityError
+from pgolf.artifacts import data as datadir
+from pgolf.artifacts.model import check_train_config, data_dir_of, load_model
+from pgolf.artifacts.quant import QUANT_FILE, REPORT_FILE, REPORT_FORMAT
+from pgolf.data.bpb import build_byte_tables, lut_stream_bytes
+from pgolf.data.tokenizer import load_tokenizer
+from pgolf.errors import ConfigError, DataError, LegalityError
+from pgolf.eval import EvalConfig, evaluate
+from pgolf.model import GPT
+from pgolf.quant import FORMAT, QuantizeConfig, dequantize_state, plan_tensor, quantize_state
+from pgolf.quant.calib import (
+    calibration_hessians,
+    calibration_targets,
+    self_calibration_tokens,
+    stream_calibration_tokens,
+)
+from pgolf.quant.config import SCHEMES
+from pgolf.quant.matrix import hessian_row_error
 from pgolf.runtime import console
+from pgolf.runtime.device import describe, resolve_device, synchronize
 from pgolf.runtime.env import code_info, env_info
-from pgolf.stages import shardio
+from pgolf.stages import runner
 
-if TYPE_CHECKING:
-    from pgolf.quant import QuantizeConfig
-
-QUANT_FILE = "quant.safetensors"
-REPORT_FILE = "report.json"
-REPORT_FORMAT = "pgolf.quant.report/1"
 JSON_KEYS = ("out", "scheme", "params", "quantized_params", "bits_per_param", "payload_bytes", "rel_err", "gptq",
              "calib_source")
 EVAL_JSON_KEYS = ("eval_tokens", "val_bpb_float", "val_bpb_quant", "quant_gap_bpb")
@@ -49,7 +65,6 @@ VAL_SOURCES = ("val", "valid", "validation", "test")
 
 
 def check_scheme(scheme: str) -> None:
-    from pgolf.quant.config import SCHEMES
 
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown scheme '{scheme}'", f"choose one of: {', '.join(SCHEMES)}")
@@ -67,19 +82,6 @@ def model_defaults(train_manifest: Manifest) -> dict[str, Any]:
     return out
 
 
-def config_table(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """A config file's `[quantize]` table; a file without tables is the table itself."""
-    if "quantize" in raw:
-        if not isinstance(raw["quantize"], Mapping):
-            raise ConfigError(f"{source}: 'quantize' must be a table ([quantize])")
-        return dict(raw["quantize"])
-    tables = sorted(k for k, v in raw.items() if isinstance(v, Mapping))
-    if tables:
-        raise ConfigError(f"{source} has no [quantize] table (it has {', '.join(f'[{t}]' for t in tables)})",
-                          "put the quantization settings in a [quantize] table")
-    return dict(raw)
-
-
 def refuse_val_calibration(value: Any) -> None:
     """`calib = "val"` is calibrating on the test set: a rules violation, said as such."""
     if isinstance(value, str) and value.strip().lower() in VAL_SOURCES:
@@ -87,50 +89,34 @@ def refuse_val_calibration(value: Any) -> None:
                             "(rules DATA-7)", "use calib = \"train\" (training tokens) or \"self\" (self-generated)")
 
 
+def resolve_config(table: Mapping[str, Any], train_manifest: Manifest, where: str = "quantize") -> QuantizeConfig:
+    """The stage contract's config step: QuantizeConfig defaults <- the defaults that follow the trained
+    model (`model_defaults`) <- `table`. `pgolf quantize` and `pgolf run` both build it here."""
+    merged = cfgmod.merge_tables(model_defaults(train_manifest), table)
+    refuse_val_calibration(merged.get("calib"))
+    if isinstance(merged.get("scheme"), str):
+        check_scheme(merged["scheme"])
+    return cfgmod.from_dict(QuantizeConfig, merged, where=where)
+
+
 def load_config(train_dir: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
                 scheme: str | None = None) -> QuantizeConfig:
     """QuantizeConfig for quantizing `train_dir`: defaults <- defaults that follow the model <- the
     `[quantize]` table of `config` <- `--set` overrides <- `scheme` (the --scheme flag)."""
-    from pgolf.quant import QuantizeConfig
-
     if scheme is not None:
         check_scheme(scheme)
     manifest = artifacts.read_manifest(train_dir, "train")
-    table = model_defaults(manifest)
+    check_train_config(manifest, train_dir)
+    table: dict[str, Any] = {}
     if config is not None:
-        table = cfgmod.merge_tables(table, config_table(cfgmod.load_toml(config), str(config)))
+        table = cfgmod.load_section(config, "quantize")
     table = cfgmod.merge_tables(table, cfgmod.overrides_to_table(QuantizeConfig, list(overrides)))
     if scheme is not None:
         table["scheme"] = scheme
-    refuse_val_calibration(table.get("calib"))
-    if isinstance(table.get("scheme"), str):
-        check_scheme(table["scheme"])
-    return cfgmod.from_dict(QuantizeConfig, table)
+    return resolve_config(table, manifest, where="")
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def _inside(path: Path, parent: Path) -> bool:
-    path, parent = path.resolve(), parent.resolve()
-    return path == parent or parent in path.parents
-
-
-def _check_out(out: Path, force: bool, inputs: Sequence[Path]) -> None:
-    for path in inputs:
-        if _inside(path, out):
-            raise ConfigError(f"--out {out} would replace its own input {path}", "choose another --out")
-    artifacts.check_output(out, "quant", force)
-
-
-def data_dir_of(train_dir: Path, manifest: Manifest) -> Path | None:
-    """The data directory the model was trained on, from the train manifest's lineage (None if gone)."""
-    for entry in manifest.inputs:
-        if entry.get("kind") in ("data", "val_shard"):
-            path = artifacts.resolve_input(train_dir, entry)
-            if path.exists():
-                return path.parent
-    return None
 
 
 def _val_hashes(directories: Sequence[Path]) -> dict[str, str]:
@@ -157,14 +143,14 @@ def calibration_shards(calib_data: Path, train_data: Path | None) -> list[Path]:
         if name.startswith(("fineweb_val_", "bytes_val_")):
             raise LegalityError(f"--calib-data {calib_data} is validation data, which may never calibrate {rule}",
                                 "point --calib-data at a data directory or a fineweb_train_*.bin shard")
-        if not shardio.SHARD_RE.match(name):
+        if not datadir.SHARD_RE.match(name):
             raise DataError(f"--calib-data {calib_data} is not a training shard (fineweb_train_NNNNNN.bin)",
                             "point --calib-data at a data directory or a fineweb_train_*.bin shard")
         shards, home = [calib_data], calib_data.parent
     elif calib_data.is_dir():
-        shards, home = shardio.list_shards(calib_data, "train"), calib_data
+        shards, home = datadir.list_shards(calib_data, "train"), calib_data
         if not shards:
-            if shardio.list_shards(calib_data, "val"):
+            if datadir.list_shards(calib_data, "val"):
                 raise LegalityError(f"--calib-data {calib_data} holds only validation shards, which may never "
                                     f"calibrate {rule}", "point --calib-data at a directory with fineweb_train_*.bin")
             raise DataError(f"--calib-data {calib_data} holds no fineweb_train_*.bin shards",
@@ -184,9 +170,8 @@ def calibration_shards(calib_data: Path, train_data: Path | None) -> list[Path]:
 def train_calibration_tokens(shards: Sequence[Path], num_seqs: int, seq_len: int, vocab_size: int):
     """The first num_seqs * seq_len tokens of the training stream (sorted shards, from offset 0: the
     order the train stage reads them), as int64 [S, T], and the provenance of each shard read."""
-    from pgolf.quant.calib import stream_calibration_tokens
 
-    arrays = [shardio.open_shard(p) for p in shards]
+    arrays = [datadir.open_shard(p) for p in shards]
     tokens = stream_calibration_tokens(arrays, num_seqs, seq_len, vocab_size)
     if tokens.shape[0] < num_seqs:
         total = sum(int(a.shape[0]) for a in arrays)
@@ -208,8 +193,6 @@ def train_calibration_tokens(shards: Sequence[Path], num_seqs: int, seq_len: int
 def _calibrate(model, cfg, device, calib_dir: Path | None, shards: Sequence[Path] | None):
     """(Hessians, provenance, seconds) for GPTQ; ({}, None, 0.0) when GPTQ is off. `shards`: the
     training shards (`calibration_shards`) when calib = "train"."""
-    from pgolf.quant.calib import calibration_hessians, calibration_targets, self_calibration_tokens
-    from pgolf.runtime.device import synchronize
 
     if not cfg.gptq:
         return {}, None, 0.0
@@ -242,19 +225,16 @@ def _calibrate(model, cfg, device, calib_dir: Path | None, shards: Sequence[Path
 def load_eval_data(data: Path, tokenizer: Path | None, num_tokens: int, vocab_size: int):
     """(tokens [n + 1], byte counts [n + 1], facts): the first n scored validation tokens of `data`
     (n = min(num_tokens, all targets)) with the sidecar's byte counts, or the tokenizer's tables."""
-    import numpy as np
 
-    from pgolf.data.bpb import build_byte_tables, lut_stream_bytes
-    from pgolf.data.tokenizer import load_tokenizer
 
-    d = shardio.resolve_data_dir(data, tokenizer)
-    tokens = shardio.load_val_tokens(d.path, vocab_size)
+    d = datadir.resolve_data_dir(data, tokenizer)
+    tokens = datadir.load_val_tokens(d.path, vocab_size)
     n = min(num_tokens, tokens.shape[0] - 1)
     if n < 1:
         raise DataError(f"{d.path} has {tokens.shape[0]} validation tokens; at least 2 are needed",
                         "check the val shards")
     tokens = np.asarray(tokens[: n + 1])
-    side = shardio.load_val_bytes(d.path)
+    side = datadir.load_val_bytes(d.path)
     if side is not None:
         token_bytes, source = side[: n + 1], "sidecar"
     elif d.tokenizer_path is not None:
@@ -271,7 +251,6 @@ def load_eval_data(data: Path, tokenizer: Path | None, num_tokens: int, vocab_si
 
 def score(model, tokens, token_bytes, seq_len: int, bos_id: int) -> dict[str, Any]:
     """Plain-window val_loss / val_bpb of `model` on `tokens` (every position once, exact bytes)."""
-    from pgolf.eval import EvalConfig, evaluate
 
     cfg = EvalConfig(mode="plain", seq_len=seq_len, time_budget_s=0.0)
     return evaluate(model, tokens, token_bytes, cfg, bos_id=bos_id).summary()
@@ -283,9 +262,7 @@ def score(model, tokens, token_bytes, seq_len: int, bos_id: int) -> dict[str, An
 def _error_sums(state, deq, hessians) -> dict[str, dict[str, float]]:
     """Per float tensor: squared error and squared norm (for pooled relative errors), and with a
     Hessian the output error (W - Ŵ) H (W - Ŵ)^T against W H W^T on the calibration inputs."""
-    import torch
 
-    from pgolf.quant.matrix import hessian_row_error
 
     out: dict[str, dict[str, float]] = {}
     for name, w in state.items():
@@ -353,7 +330,6 @@ def build_report(cfg, res, errors: Mapping[str, Mapping[str, float]]) -> dict[st
 
 def _scheme_warnings(cfg, state, report: Mapping[str, Any]) -> list[str]:
     """Loud notes when the scheme did less than a user expects (matrices left in fp16 by their size)."""
-    from pgolf.quant import plan_tensor
 
     tensors = report["tensors"]
     warnings = []
@@ -384,12 +360,8 @@ def run(cfg, train_dir: str | Path, out: str | Path, *, force: bool = False, dat
     the float and the dequantized model on that many validation targets (plain windows of the
     training seq_len). `device`: "auto" (CUDA when available), "cpu" or "cuda".
     """
-    from pgolf.quant import FORMAT, dequantize_state, quantize_state
-    from pgolf.runtime.device import describe, resolve_device, synchronize
-    from pgolf.stages.train import load_model
-
     t_start = time.perf_counter()
-    train_dir, out = Path(train_dir), Path(out)
+    train_dir = Path(train_dir)
     data = Path(data) if data is not None else None
     if eval_tokens < 0:
         raise ConfigError(f"--eval-tokens must be >= 0 (0: no evaluation); got {eval_tokens}")
@@ -398,9 +370,19 @@ def run(cfg, train_dir: str | Path, out: str | Path, *, force: bool = False, dat
     dev = resolve_device(device)
     # Every input is checked before any work, so a mistake costs nothing and leaves nothing behind.
     tm = artifacts.read_manifest(train_dir, "train")
+    check_train_config(tm, train_dir)
     train_data = data_dir_of(train_dir, tm)
     calib_dir = Path(calib_data) if calib_data is not None else (data or train_data)
-    _check_out(out, force, [p for p in (train_dir, data, calib_dir, train_data) if p is not None])
+    inputs = [train_dir, data, calib_dir, train_data, tokenizer]
+    with runner.claim(out, "quant", inputs=inputs, force=force) as output:
+        return _quantize(cfg, train_dir, output, t_start=t_start, data=data, calib_data=calib_data,
+                         calib_dir=calib_dir, train_data=train_data, tokenizer=tokenizer, eval_tokens=eval_tokens,
+                         dev=dev)
+
+
+def _quantize(cfg, train_dir: Path, output: runner.Output, *, t_start: float, data: Path | None,
+              calib_data: str | Path | None, calib_dir: Path | None, train_data: Path | None,
+              tokenizer: str | Path | None, eval_tokens: int, dev) -> Manifest:
     reads_train = cfg.gptq and cfg.calib == "train"
     warnings: list[str] = []
     shards = None
@@ -439,7 +421,7 @@ def run(cfg, train_dir: str | Path, out: str | Path, *, force: bool = False, dat
     report.update(calibration=calib, evaluation=evaluation, warnings=warnings)
     metadata = {"pgolf.format": FORMAT, "pgolf.model_config": cfgmod.to_dict(model_cfg), "pgolf.quant": res.meta}
 
-    with artifacts.stage_dir(out, "quant", force) as work:
+    with output.publish() as work:
         artifacts.save_safetensors(work / QUANT_FILE, res.tensors, metadata)
         _check_round_trip(work / QUANT_FILE, res.tensors, deq)
         artifacts.write_json(work / REPORT_FILE, report)
@@ -457,7 +439,6 @@ def run(cfg, train_dir: str | Path, out: str | Path, *, force: bool = False, dat
 
 def _evaluate(model, deq, model_cfg, data: Path, tokenizer, eval_tokens: int, seq_len: int, dev) -> dict[str, Any]:
     """Float and dequantized val_bpb on the first `eval_tokens` validation targets, and their facts."""
-    from pgolf.model import GPT
 
     t0 = time.perf_counter()
     tokens, token_bytes, facts = load_eval_data(data, tokenizer, eval_tokens, model_cfg.vocab_size)
@@ -495,9 +476,7 @@ def _metrics(cfg, report: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_round_trip(path: Path, tensors: Mapping[str, Any], deq: Mapping[str, Any]) -> None:
     """The file on disk holds exactly the tensors that were measured, and dequantizes to the same bits."""
-    import torch
 
-    from pgolf.quant import dequantize_state
 
     loaded, meta = artifacts.load_safetensors(path)
     same = set(loaded) == set(tensors) and all(torch.equal(loaded[k], tensors[k].cpu()) for k in tensors)
@@ -515,55 +494,9 @@ def summary(manifest: Manifest, out: str | Path) -> dict[str, Any]:
     return doc
 
 
-# ----------------------------------------------------------------------------- readers
-
-
-def load_quant(quant_dir: str | Path):
-    """(tensors, meta, ModelConfig, Manifest) of a quant artifact, its files checked against the manifest.
-
-    `tensors`: what quant.safetensors holds (CPU); `meta`: its `pgolf.quant` metadata, the input of
-    `pgolf.quant.dequantize_state(tensors, meta)`.
-    """
-    from pgolf.model import ModelConfig
-    from pgolf.quant import FORMAT
-
-    quant_dir = Path(quant_dir)
-    manifest = artifacts.read_manifest(quant_dir, "quant")
-    artifacts.check_files(quant_dir, manifest)
-    path = quant_dir / QUANT_FILE
-    tensors, md = artifacts.load_safetensors(path)
-    meta = md.get("pgolf.quant")
-    if md.get("pgolf.format") != FORMAT or not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ArtifactError(f"{path} is not a {FORMAT} file (format {md.get('pgolf.format')!r})",
-                            "re-create it with pgolf quantize (or upgrade pgolf)")
-    try:
-        model_cfg = cfgmod.from_dict(ModelConfig, md["pgolf.model_config"])
-    except (KeyError, TypeError, ConfigError) as e:
-        raise ArtifactError(f"{path} has no valid pgolf.model_config ({e})",
-                            "re-create it with pgolf quantize") from None
-    return tensors, meta, model_cfg, manifest
-
-
-def load_quant_model(quant_dir: str | Path):
-    """The dequantized GPT of a quant artifact (CPU, eval mode): what evaluation of it would score."""
-    from pgolf.model import GPT
-    from pgolf.quant import dequantize_state
-
-    tensors, meta, model_cfg, _ = load_quant(quant_dir)
-    model = GPT(model_cfg)
-    try:
-        model.load_state_dict(dequantize_state(tensors, meta), strict=True)
-    except RuntimeError as e:
-        raise ArtifactError(f"{Path(quant_dir) / QUANT_FILE} does not fit its model config "
-                            f"({str(e).splitlines()[0]})", "re-create it with pgolf quantize") from None
-    return model.eval()
-
-
 def print_classes(out: str | Path) -> None:
     """The per class/storage table of an artifact's report.json, on the console (stderr)."""
-    import json
 
-    from rich.table import Table
 
     report = json.loads((Path(out) / REPORT_FILE).read_text("utf-8"))
     table = Table(title="tensors by class", box=None, pad_edge=False, title_justify="left")

@@ -19,8 +19,11 @@ from typing import Any
 from pgolf import artifacts
 from pgolf.artifacts import MANIFEST, Manifest
 from pgolf.errors import ArtifactError
+from pgolf.report import figures
 from pgolf.report.budget import Budget, class_budget
+from pgolf.report.markdown import render
 from pgolf.report.summary import RunSummary, loss_curves
+from pgolf.stages import runner
 
 MARKDOWN_FILE = "report.md"
 RUN_STAGES = ("train", "quant", "pack", "eval")  # a directory with one of these is a run
@@ -136,32 +139,23 @@ def read_verify(verify_dir: Path | None) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- the stage
 
 
-def _check_out(out: Path) -> None:
-    """A report replaces its own previous report, never anything else."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ArtifactError(f"{out} is a file, not a directory", "choose another --out")
-    if any(out.iterdir()):
-        kind = json.loads((out / MANIFEST).read_text("utf-8")).get("kind") if (out / MANIFEST).is_file() else None
-        if kind != "report":
-            raise ArtifactError(f"{out} exists and is not a pgolf report", "choose another --out")
-
-
 def run(runs: Sequence[tuple[str, str | Path]], out: str | Path, *, verify_dir: str | Path | None = None) -> Manifest:
     """Write report.md and the figures of `runs` ((label, run dir) pairs) into `out`; returns its manifest."""
-    from pgolf.report import figures
-    from pgolf.report.markdown import render
+    inputs = [Path(path) / kind for _, path in runs for kind in RUN_STAGES] + \
+        ([Path(verify_dir)] if verify_dir is not None else [])
+    # A report replaces its own previous report, never anything else.
+    with runner.claim(out, "report", inputs=[p for p in inputs if p.exists()], force=True) as output:
+        return _report(runs, output, verify_dir)
 
-    out = Path(out)
-    _check_out(out)
+
+def _report(runs: Sequence[tuple[str, str | Path]], output: runner.Output, verify_dir: str | Path | None) -> Manifest:
     summaries = [collect(label, path) for label, path in runs]
     verify = read_verify(Path(verify_dir) if verify_dir is not None else None)
     pngs = {"loss": figures.loss_png(summaries), "bpb": figures.bpb_png(summaries),
             "budget": figures.budget_png(summaries), "compare": figures.compare_png(summaries)}
     plots = {key: f"{key}.png" for key in PLOTS if pngs[key] is not None}
     created = artifacts.utc_now()
-    with artifacts.stage_dir(out, "report", force=True) as work:
+    with output.publish() as work:
         for key, name in plots.items():
             artifacts.atomic_write_bytes(work / name, pngs[key])
         artifacts.atomic_write_text(work / MARKDOWN_FILE, render(summaries, verify, plots, created))

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import platform
 import time
@@ -47,20 +46,36 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from rich.text import Text
+
 from pgolf import __version__, artifacts
 from pgolf import config as cfgmod
 from pgolf.artifacts import MANIFEST, Manifest
+from pgolf.artifacts import data as datadir
+from pgolf.artifacts.run_record import RUN_FORMAT, RUN_FORMAT_VERSION, launch_config_sha256, sha256_json
 from pgolf.config import check
+from pgolf.data.config import DataConfig
 from pgolf.errors import ArtifactError, ConfigError, DataError
+from pgolf.eval.config import EvalConfig
+from pgolf.layout import DIRS, RUN_FILE, STAGES
+from pgolf.layout import KIND_OF_STAGE as KINDS
+from pgolf.pack.config import PackConfig
+from pgolf.quant import QuantizeConfig
 from pgolf.runtime import console
+from pgolf.stages import data as data_stage
+from pgolf.stages import pack as pack_stage
+from pgolf.stages import quantize as quant_stage
+from pgolf.stages import report as report_stage
+from pgolf.stages import runner as stage_runner
+from pgolf.stages import train as train_stage
+from pgolf.stages import ttt_eval
+from pgolf.stages import verify as verify_stage
+from pgolf.stages.report import MARKDOWN_FILE
+from pgolf.train.config import TrainConfig
+from pgolf.verify.evidence import TRACKS, track_named
+from pgolf.verify.options import make_options
+from pgolf.verify.probes import ProbeConfig
 
-RUN_FILE = "run.json"
-RUN_FORMAT = "pgolf.run"
-RUN_FORMAT_VERSION = 1
-STAGES = ("data", "train", "quantize", "pack", "eval", "verify")  # the config's tables and --from's names
-DIRS = {"data": "data", "train": "train", "quantize": "quant", "pack": "pack", "eval": "eval", "verify": "verify",
-        "report": "report"}
-KINDS = DIRS  # each stage directory holds an artifact of the kind it is named after
 JSON_KEYS = ("out", "stages", "val_bpb", "total_bytes", "verify_ok", "verify", "report")
 
 
@@ -124,8 +139,6 @@ class VerifyStep:
     probe_positions: int = 1000
 
     def __post_init__(self) -> None:
-        from pgolf.verify.evidence import TRACKS, track_named
-
         check(not self.track or track_named(self.track) is not None, "verify.track",
               f"must be one of {', '.join(TRACKS)}; got {self.track!r}")
         check(self.max_bytes is None or self.max_bytes > 0, "verify.max_bytes", "must be positive")
@@ -134,11 +147,6 @@ class VerifyStep:
 
 def _sections() -> dict[str, tuple[type | None, type]]:
     """Each table's stage config class (None: none) and its run options class."""
-    from pgolf.data.config import DataConfig
-    from pgolf.eval.config import EvalConfig
-    from pgolf.pack.config import PackConfig
-    from pgolf.quant import QuantizeConfig
-    from pgolf.train.config import TrainConfig
 
     return {"data": (DataConfig, DataStep), "train": (TrainConfig, TrainStep),
             "quantize": (QuantizeConfig, QuantizeStep), "pack": (PackConfig, None), "eval": (EvalConfig, EvalStep),
@@ -239,32 +247,18 @@ def _split(section: str, table: Mapping[str, Any], cfg_cls: type | None, step_cl
 
 
 def quantize_config(table: Mapping[str, Any], train_manifest: Manifest):
-    """QuantizeConfig: defaults <- the defaults that follow the trained model <- the [quantize] table
-    (as `pgolf quantize` builds it)."""
-    from pgolf.quant import QuantizeConfig
-    from pgolf.stages import quantize
-
-    merged = cfgmod.merge_tables(quantize.model_defaults(train_manifest), table)
-    quantize.refuse_val_calibration(merged.get("calib"))
-    if isinstance(merged.get("scheme"), str):
-        quantize.check_scheme(merged["scheme"])
-    return cfgmod.from_dict(QuantizeConfig, merged, where="quantize")
+    """QuantizeConfig of the [quantize] table, resolved as `pgolf quantize` resolves it."""
+    return quant_stage.resolve_config(table, train_manifest)
 
 
 def eval_config(table: Mapping[str, Any], pack_dir: Path):
     """EvalConfig: the evaluation the pack records (what its train_gpt.py runs) <- the [eval] table."""
-    from pgolf.stages import ttt_eval
-
-    return ttt_eval.load_config(base=cfgmod.merge_tables(ttt_eval.pack_eval_table(pack_dir) or {}, table))
+    return ttt_eval.resolve_config(table, pack_dir)
 
 
 def load_pipeline(path: str | Path, sets: Sequence[str] = (), data: str | Path | None = None) -> Pipeline:
     """Read and validate a pipeline config. `sets`: `--set SECTION.KEY=VALUE` overrides; `data`: a data
     directory that replaces the [data] table (`--data`)."""
-    from pgolf.eval.config import EvalConfig
-    from pgolf.stages import shardio
-    from pgolf.stages import train as train_stage
-
     path = Path(path)
     raw = cfgmod.load_toml(path)
     for key, value in raw.items():
@@ -288,7 +282,7 @@ def load_pipeline(path: str | Path, sets: Sequence[str] = (), data: str | Path |
                               "one")
         data_dir = Path(data) if data is not None else Path(data_step.dir)
         tokenizer = Path(data_table["tokenizer"]) if data_table.get("tokenizer") else None
-        shardio.resolve_data_dir(data_dir, tokenizer)  # a missing directory or one without shards fails now
+        datadir.resolve_data_dir(data_dir, tokenizer)  # a missing directory or one without shards fails now
     else:
         data_cfg = cfgmod.from_dict(sections["data"][0], data_table, where="data")
 
@@ -321,8 +315,6 @@ def byte_cap(step: VerifyStep, pack_limit: int | None) -> VerifyStep:
     """[verify] judges the bytes against the cap [pack] counted them against: `max_bytes` defaults to
     the pack's `limit_bytes` when only [pack] sets a limit (`pack_limit`; None: it sets none). When
     [verify] has its own (`max_bytes`, or its track's) and it differs, one warning line says so."""
-    from pgolf.verify.evidence import track_named
-
     if pack_limit is None:
         return step
     if step.max_bytes is not None:
@@ -355,8 +347,6 @@ def parse_seeds(text: str) -> list[int]:
 
 def verify_options(step: VerifyStep):
     """`pgolf verify`'s Options from the [verify] table (the same rules as its flags)."""
-    from pgolf.stages.verify import make_options
-
     return make_options(step.track or None, max_bytes=step.max_bytes, max_train_seconds=step.max_train_seconds,
                         max_eval_seconds=step.max_eval_seconds, reference_bpb=step.reference_bpb, probe=step.probe)
 
@@ -364,19 +354,9 @@ def verify_options(step: VerifyStep):
 # ============================================================================ keys and the run record
 
 
-def _sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
 def stage_key(stage: str, config: Any, upstream: Mapping[str, str]) -> str:
     """The reuse key of a stage: sha256 of its resolved config, its upstream manifests' sha256, pgolf's version."""
-    return _sha256_json({"stage": stage, "config": config, "inputs": dict(upstream), "pgolf_version": __version__})
-
-
-def launch_config_sha256(train_config: Mapping[str, Any]) -> str:
-    """The launch ledger's config hash: sha256 of a TrainConfig dict (a train manifest's `config`) without
-    its seed, as compact sorted JSON. Every seed of one experiment has the same hash."""
-    return _sha256_json({k: v for k, v in train_config.items() if k != "seed"})
+    return sha256_json({"stage": stage, "config": config, "inputs": dict(upstream), "pgolf_version": __version__})
 
 
 def _file_identity(path: Path, name: str | None = None) -> list[Any]:
@@ -387,16 +367,14 @@ def _file_identity(path: Path, name: str | None = None) -> list[Any]:
 def data_identity(directory: Path, tokenizer: Path | None = None) -> str:
     """What the stages after the data depend on: the data manifest's sha256, or for shards without a
     pgolf manifest the names, sizes and modification times of the shards and tokenizer."""
-    from pgolf.stages import shardio
-
     manifest = directory / MANIFEST
     if manifest.is_file():
         artifacts.read_manifest(directory, "data")
         return artifacts.sha256_file(manifest)
-    data = shardio.resolve_data_dir(directory, tokenizer)
-    files = shardio.list_shards(directory, "train") + shardio.list_shards(directory, "val")
+    data = datadir.resolve_data_dir(directory, tokenizer)
+    files = datadir.list_shards(directory, "train") + datadir.list_shards(directory, "val")
     files += [data.tokenizer_path] if data.tokenizer_path is not None else []
-    return _sha256_json([_file_identity(p, p.name) for p in files])
+    return sha256_json([_file_identity(p, p.name) for p in files])
 
 
 def _data_key_config(cfg) -> dict[str, Any]:
@@ -463,7 +441,7 @@ class RunResult:
         return max(sizes) if sizes else None
 
 
-class _Runner:
+class _Steps:
     """Runs or reuses each stage into `out`, keeping run.json up to date."""
 
     def __init__(self, out: Path, record: dict[str, Any], rerun: set[str], force: bool, multi: bool):
@@ -476,7 +454,6 @@ class _Runner:
         artifacts.write_json(self.out / RUN_FILE, self.record)
 
     def _say(self, stage: str, seed: int | None, text: str) -> None:
-        from rich.text import Text
 
         who = f"{stage} (seed {seed})" if self.multi and seed is not None else stage
         console.console.print(Text.assemble(("run ", "bold"), f"{who}: {text}"), soft_wrap=True)
@@ -531,8 +508,6 @@ class _Runner:
         if pipe.data_dir is not None:
             self._say("data", None, f"using {pipe.data_dir}")
             return pipe.data_dir, data_identity(pipe.data_dir, pipe.tokenizer)
-        from pgolf.stages import data as data_stage
-
         def make(directory: Path):
             return data_stage.build(pipe.data, directory, force=True), {}
 
@@ -541,8 +516,6 @@ class _Runner:
         return directory, artifacts.sha256_file(directory / MANIFEST)
 
     def train(self, pipe: Pipeline, seed: int, base: str, data_dir: Path, data_sha: str) -> Manifest:
-        from pgolf.stages import train as train_stage
-
         cfg = dataclasses.replace(pipe.train, seed=seed)
         config = cfgmod.to_dict(cfg)
         source = f"{pipe.train_source} (pgolf run {pipe.path})"
@@ -574,8 +547,6 @@ class _Runner:
         return self.step("train", _rel(base, "train"), stage_key("train", config, {"data": data_sha}), seed, make)
 
     def quantize(self, pipe: Pipeline, seed: int, base: str, train_dir: Path) -> Manifest:
-        from pgolf.stages import quantize as quant_stage
-
         cfg = quantize_config(pipe.quantize, artifacts.read_manifest(train_dir, "train"))
         opts = pipe.quantize_step
         config = {"config": cfgmod.to_dict(cfg), **dataclasses.asdict(opts)}
@@ -588,8 +559,6 @@ class _Runner:
         return self.step("quantize", _rel(base, "quantize"), stage_key("quantize", config, upstream), seed, make)
 
     def pack(self, pipe: Pipeline, seed: int, base: str, quant_dir: Path) -> Manifest:
-        from pgolf.stages import pack as pack_stage
-
         upstream = {"quant": artifacts.sha256_file(quant_dir / MANIFEST)}
 
         def make(directory: Path):
@@ -599,8 +568,6 @@ class _Runner:
         return self.step("pack", _rel(base, "pack"), key, seed, make)
 
     def eval(self, pipe: Pipeline, seed: int, base: str, pack_dir: Path, data_dir: Path, data_sha: str) -> Manifest:
-        from pgolf.stages import ttt_eval
-
         cfg = eval_config(pipe.eval, pack_dir)
         opts = pipe.eval_step
         config = {"config": cfgmod.to_dict(cfg), **dataclasses.asdict(opts)}
@@ -613,13 +580,9 @@ class _Runner:
         return self.step("eval", _rel(base, "eval"), stage_key("eval", config, upstream), seed, make)
 
     def verify(self, pipe: Pipeline, eval_dirs: Sequence[Path]) -> dict[str, Any]:
-        from pgolf.stages import verify as verify_stage
-
         options = verify_options(pipe.verify)
         probe_cfg = None
         if pipe.verify.probe:
-            from pgolf.verify.probes import ProbeConfig
-
             probe_cfg = ProbeConfig(positions=pipe.verify.probe_positions)
         upstream = {str(d.relative_to(self.out)): artifacts.sha256_file(d / MANIFEST) for d in eval_dirs}
         config = {"options": options.to_dict(), "probe_positions": pipe.verify.probe_positions}
@@ -637,8 +600,6 @@ class _Runner:
         return report
 
     def report(self, runs: Sequence[tuple[str, Path]]) -> Path:
-        from pgolf.stages import report as report_stage
-
         verify_dir = self.out / DIRS["verify"]
         upstream = {str((d / DIRS[s]).relative_to(self.out)): artifacts.sha256_file(d / DIRS[s] / MANIFEST)
                     for _, d in runs for s in ("train", "quantize", "pack", "eval")}
@@ -655,12 +616,10 @@ class _Runner:
 def _resumable(work: Path, config: Mapping[str, Any]) -> bool:
     """Whether `work` (a train stage's OUT.partial) holds an interrupted training of `config`: its run.json
     records the config it started with (or its manifest is written, only publishing is left)."""
-    from pgolf.stages import train as train_stage
-
     if (work / MANIFEST).is_file():
         return True
     try:
-        return json.loads((work / train_stage.RUN_FILE).read_text("utf-8")).get("config") == config
+        return json.loads(train_stage.resume_file(work).read_text("utf-8")).get("config") == config
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -689,9 +648,21 @@ def run(pipe: Pipeline, out: str | Path, *, seeds: Sequence[int] | None = None, 
         rerun = {*STAGES[STAGES.index(start):], "report"}
     else:
         rerun = set()
+    # One `pgolf run` writes a run directory at a time: a second one gets one clear line naming the first.
+    with stage_runner.lock(out, "pgolf run"):
+        try:
+            return _run(pipe, out, seeds=seeds, rerun=rerun, force=force)
+        except OSError as e:
+            line = stage_runner.os_error_line(e, f"pgolf run could not write {out}")
+            if line is None:
+                raise
+            raise line from None
+
+
+def _run(pipe: Pipeline, out: Path, *, seeds: Sequence[int] | None, rerun: set[str], force: bool) -> RunResult:
     record = _open_record(out, force)
     record["config"] = {"path": str(pipe.path), "tables": pipe.tables}
-    runner = _Runner(out, record, rerun, force, multi=seeds is not None)
+    runner = _Steps(out, record, rerun, force, multi=seeds is not None)
     runner.save()
     which = f"seeds {', '.join(map(str, seeds))}" if seeds is not None else f"seed {pipe.train.seed}"
     console.console.print(f"pgolf run {pipe.path} -> {out} ({which})", markup=False, highlight=False, soft_wrap=True)
@@ -715,8 +686,6 @@ def run(pipe: Pipeline, out: str | Path, *, seeds: Sequence[int] | None = None, 
 
 def summary(result: RunResult) -> dict[str, Any]:
     """The `--json` document of `pgolf run` (JSON_KEYS)."""
-    from pgolf.stages.report import MARKDOWN_FILE
-
     return {"out": str(result.out), "stages": result.stages, "val_bpb": result.val_bpb,
             "total_bytes": result.total_bytes, "verify_ok": bool(result.verify.get("ok")),
             "verify": str(result.verify.get("out")), "report": str(result.report / MARKDOWN_FILE)}

@@ -25,21 +25,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sentencepiece as spm
 
-from pgolf import artifacts
+from pgolf import artifacts, layout
 from pgolf import config as cfgmod
 from pgolf.artifacts import Manifest
+from pgolf.artifacts import data as datadir
+from pgolf.artifacts.model import LOG_FILE, METRICS_FILE, MODEL_FILE, MODEL_FORMAT
+from pgolf.data.bpb import build_byte_tables, lut_stream_bytes
+from pgolf.data.stream import TokenBatches, TokenStream
 from pgolf.errors import ArtifactError, ConfigError, DataError
-from pgolf.runtime import console
+from pgolf.model import GPT, num_params
+from pgolf.runtime import console, dist
+from pgolf.runtime import device as devmod
 from pgolf.runtime.env import code_info, env_info
-from pgolf.stages import shardio
+from pgolf.runtime.metrics import LineFile, MetricsWriter
+from pgolf.runtime.seed import seed_everything
+from pgolf.stages import runner
+from pgolf.train.checkpoint import decode_state, encode_state
+from pgolf.train.config import TrainConfig
+from pgolf.train.loop import Hooks, Runtime, log_line, train
+from pgolf.train.validate import ValData
 
-MODEL_FILE = "model.safetensors"
-MODEL_FORMAT = "pgolf.train.model/1"
 CHECKPOINT_FILE = "checkpoint.safetensors"
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "log.txt"
+RESUME_FILE = "resume.json"  # the interrupted run's config and data identity, in train.partial/
+LEGACY_RESUME_FILE = "run.json"  # its name before 0.1.1 (it is not the pipeline's run.json)
 JSON_KEYS = ("out", "steps", "train_time_s", "tokens_per_s", "params", "final_train_loss", "val_loss", "val_bpb")
 
 # Presets ship inside the package (src/pgolf/configs, so an installed pgolf has them); the
@@ -87,7 +97,6 @@ def config_table(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
 def load_config(preset: str | None = None, config: str | Path | None = None, overrides: Sequence[str] = ()):
     """TrainConfig from a preset name or a TOML file, then `--set` overrides."""
-    from pgolf.train.config import TrainConfig
 
     if preset is not None and config is not None:
         raise ConfigError("pass either --preset or --config, not both")
@@ -105,7 +114,7 @@ class TrainData:
     """The shards and validation arrays of one data directory, checked against the model's vocab."""
 
     def __init__(self, data: str | Path | None, tokenizer: str | Path | None, vocab_size: int):
-        self.dir = shardio.resolve_data_dir(data, tokenizer)
+        self.dir = datadir.resolve_data_dir(data, tokenizer)
         manifest = self.dir.manifest
         data_vocab = manifest.metrics.get("vocab_size") if manifest is not None else None
         if data_vocab is None and self.dir.tokenizer_path is not None:
@@ -113,18 +122,22 @@ class TrainData:
         if data_vocab is not None and data_vocab > vocab_size:
             raise ConfigError(f"the data in {self.dir.path} has a vocabulary of {data_vocab} tokens, more than the "
                               f"model's vocab_size {vocab_size}", f"pass --set vocab_size={data_vocab}")
-        # A pgolf data dir states its vocabulary; official shards are range-checked token by token.
-        self.train = shardio.open_split(self.dir.path, "train", None if data_vocab is not None else vocab_size)
-        self.val_tokens = shardio.load_val_tokens(self.dir.path, vocab_size)
+        if manifest is not None:
+            # What evaluation will score: the val shards, sidecar and tokenizer are the files the data
+            # manifest measured (an edited sidecar would otherwise be trained against silently).
+            datadir.check_val_files(self.dir.path, manifest)
+        # A pgolf data dir states its vocabulary (and its build checked every id); other shards are
+        # range-checked token by token against the model, so an out-of-vocabulary id is one clear line.
+        self.train = datadir.open_split(self.dir.path, "train", None if manifest is not None else vocab_size)
+        self.val_tokens = datadir.load_val_tokens(self.dir.path, vocab_size)
         self.target_bytes, self.bytes_source = self._target_bytes()
 
     def _target_bytes(self) -> tuple[np.ndarray | None, str]:
-        side = shardio.load_val_bytes(self.dir.path)
+        side = datadir.load_val_bytes(self.dir.path)
         if side is not None:
             return side, "sidecar"
         if self.dir.tokenizer_path is None:
             return None, "none"
-        from pgolf.data.bpb import build_byte_tables, lut_stream_bytes
 
         return lut_stream_bytes(build_byte_tables(_tokenizer(self.dir.tokenizer_path)), self.val_tokens), "lut"
 
@@ -134,8 +147,8 @@ class TrainData:
         return {
             "path": str(self.dir.path.resolve()),
             "manifest_sha256": artifacts.sha256_file(man) if man.is_file() else None,
-            "train_shards": [[p.name, p.stat().st_size] for p in shardio.list_shards(self.dir.path, "train")],
-            "val_shards": [[p.name, p.stat().st_size] for p in shardio.list_shards(self.dir.path, "val")],
+            "train_shards": [[p.name, p.stat().st_size] for p in datadir.list_shards(self.dir.path, "train")],
+            "val_shards": [[p.name, p.stat().st_size] for p in datadir.list_shards(self.dir.path, "val")],
         }
 
     def inputs(self, manifest_dir: Path) -> list[dict[str, Any]]:
@@ -143,14 +156,13 @@ class TrainData:
         man = self.dir.path / artifacts.MANIFEST
         if man.is_file():
             return [artifacts.input_entry("data", man, manifest_dir)]
-        entries = [artifacts.input_entry("val_shard", p, manifest_dir) for p in shardio.list_shards(self.dir.path, "val")]
+        entries = [artifacts.input_entry("val_shard", p, manifest_dir) for p in datadir.list_shards(self.dir.path, "val")]
         if self.dir.tokenizer_path is not None:
             entries.append(artifacts.input_entry("tokenizer", self.dir.tokenizer_path, manifest_dir))
         return entries
 
 
 def _tokenizer(path: Path):
-    import sentencepiece as spm
 
     try:
         return spm.SentencePieceProcessor(model_file=str(path))
@@ -162,20 +174,25 @@ def _tokenizer(path: Path):
 
 
 def work_dir(out: Path) -> Path:
-    return out.parent / f"{out.name}.partial"
+    return layout.train_work_dir(out)
+
+
+def resume_file(work: Path) -> Path:
+    """The interrupted run's record in `work` (its pre-0.1.1 name when only that exists)."""
+    legacy = work / LEGACY_RESUME_FILE
+    return legacy if not (work / RESUME_FILE).is_file() and legacy.is_file() else work / RESUME_FILE
 
 
 def _prepare_work(out: Path, force: bool, resume: bool) -> None:
     """Check the output and the work directory for this start (fresh or --resume); clear it on --force."""
     work = work_dir(out)
     if resume:
-        if not ((work / RUN_FILE).is_file() or (work / artifacts.MANIFEST).is_file()):
+        if not (resume_file(work).is_file() or (work / artifacts.MANIFEST).is_file()):
             raise ArtifactError(f"nothing to resume: {work} holds no interrupted run",
                                 "start the run without --resume")
         if (out / artifacts.MANIFEST).is_file() and not force:
             raise ArtifactError(f"{out} already holds a finished run", "pass --force to replace it, or choose another --out")
         return
-    artifacts.check_output(out, "train", force)
     if work.exists():
         if not force:
             raise ArtifactError(f"an interrupted run exists at {work}",
@@ -212,15 +229,15 @@ class _Interrupts:
 
 def _stored_run(work: Path, cfg):
     """The interrupted run's record and config; a config given on --resume must be the same."""
-    from pgolf.train.config import TrainConfig
 
     try:
-        stored = json.loads((work / RUN_FILE).read_text("utf-8"))
+        stored = json.loads(resume_file(work).read_text("utf-8"))
         stored_cfg = cfgmod.from_dict(TrainConfig, stored["config"])
-        stored["data"], stored["run_id"]  # noqa: B018  (both must be there)
-    except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
-        raise ArtifactError(f"{work / RUN_FILE} is unreadable ({type(e).__name__}: {e})",
-                            "start over with --force") from None
+        stored["data"], stored["run_id"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError) as e:
+        raise ArtifactError(f"the interrupted run's record {resume_file(work)} is unreadable "
+                            f"({type(e).__name__}: {e}); it cannot be resumed",
+                            "start over with --force (without --resume)") from None
     if cfg is not None and cfg != stored_cfg:
         diff = _config_diff(cfgmod.to_dict(stored_cfg), cfgmod.to_dict(cfg))
         raise ConfigError(f"the config differs from the interrupted run's ({diff})",
@@ -235,17 +252,19 @@ def run(cfg, data: str | Path | None, out: str | Path, *, tokenizer: str | Path 
     `cfg` is a TrainConfig. With `resume` it may be None: the interrupted run's stored config is
     used (a given one must equal it).
     """
-    from pgolf.data.stream import TokenBatches, TokenStream
-    from pgolf.model import GPT, num_params
-    from pgolf.runtime import device as devmod
-    from pgolf.runtime import dist
-    from pgolf.runtime.seed import seed_everything
-    from pgolf.train.loop import Hooks, Runtime, train
-    from pgolf.train.validate import ValData
-
-    t_start = time.perf_counter()
-    out = Path(out)
     info = dist.from_env()
+    datadir.resolve_data_dir(data, tokenizer)  # a data directory that is not one is named before the output
+    inputs = [p for p in (data, tokenizer) if p is not None]
+    runner.guard_inputs(work_dir(Path(out)), inputs)  # --force clears train.partial too
+    # The lock on `out` also covers its train.partial/: one process trains into a directory at a time.
+    with runner.claim(out, "train", inputs=inputs, force=force or resume, writer=info.is_main) as output:
+        return _train(cfg, data, output, info, tokenizer=tokenizer, force=force, resume=resume, source=source)
+
+
+def _train(cfg, data: str | Path | None, output: runner.Output, info, *, tokenizer: str | Path | None, force: bool,
+           resume: bool, source: str) -> Manifest:
+    t_start = time.perf_counter()
+    out = output.out
     work = work_dir(out)
     if info.is_main:  # one rank checks (torchrun stops the others when it fails)
         _prepare_work(out, force, resume)
@@ -263,8 +282,10 @@ def run(cfg, data: str | Path | None, out: str | Path, *, tokenizer: str | Path 
     try:
         td = TrainData(data, tokenizer, cfg.model.vocab_size)
         if len(td.val_tokens) <= cfg.seq_len:
-            raise DataError(f"the validation split of {td.dir.path} has {len(td.val_tokens)} tokens, not more than "
-                            f"seq_len ({cfg.seq_len})", "use a smaller seq_len, or more validation documents")
+            raise ConfigError(f"seq_len {cfg.seq_len:,} needs more than {cfg.seq_len:,} validation tokens; "
+                              f"{td.dir.path} has {len(td.val_tokens):,}",
+                              f"use a smaller seq_len (at most {max(len(td.val_tokens) - 1, 1):,}), or build the "
+                              "data with more validation documents")
         accum = cfg.grad_accum(info.world_size)
         if resume:
             if not _same_data(td.identity(), stored["data"]):
@@ -280,10 +301,10 @@ def run(cfg, data: str | Path | None, out: str | Path, *, tokenizer: str | Path 
             work.mkdir(parents=True, exist_ok=True)
             stored = {"config": cfgmod.to_dict(cfg), "data": td.identity(), "run_id": artifacts.new_run_id(),
                       "source": source, "created_utc": artifacts.utc_now()}
-            artifacts.write_json(work / RUN_FILE, stored)
+            artifacts.write_json(work / RESUME_FILE, stored)
         dist.barrier()
         if not info.is_main:
-            stored = json.loads((work / RUN_FILE).read_text("utf-8"))
+            stored = json.loads(resume_file(work).read_text("utf-8"))
         rt = Runtime(device=device, amp_dtype=devmod.autocast_dtype(cfg.dtype, device), dist=info)
         batches = TokenBatches(TokenStream(td.train), info.rank, info.world_size)
         val = ValData(td.val_tokens, td.target_bytes)
@@ -330,13 +351,15 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
 
 
 def _read_checkpoint(path: Path):
-    from pgolf.train.checkpoint import decode_state
 
-    tensors, meta = artifacts.load_safetensors(path)
+    fix = "start over with --force (without --resume); the interrupted run's progress is lost"
     try:
+        tensors, meta = artifacts.load_safetensors(path)
         return decode_state(tensors, meta["pgolf.checkpoint"])
-    except (KeyError, ValueError) as e:
-        raise ArtifactError(f"{path} is not a pgolf training checkpoint ({e})", "start over with --force") from None
+    except ArtifactError as e:
+        raise ArtifactError(f"the checkpoint of the interrupted run is corrupt ({e.message})", fix) from None
+    except (KeyError, ValueError, TypeError) as e:
+        raise ArtifactError(f"{path} is not a pgolf training checkpoint ({e})", fix) from None
 
 
 class _Recorder:
@@ -344,7 +367,6 @@ class _Recorder:
 
     def __init__(self, work: Path, is_main: bool, offsets: dict[str, Any] | None):
         """`offsets`: where the checkpoint being resumed left the two logs (None: start them afresh)."""
-        from pgolf.runtime.metrics import LineFile, MetricsWriter
 
         self.work, self.is_main = work, is_main
         self.metrics = self.log = None
@@ -378,7 +400,6 @@ class _Recorder:
             console.warn("no byte sidecar and no tokenizer: val_bpb is unavailable (pass --tokenizer)")
 
     def event(self, event: dict[str, Any]) -> None:
-        from pgolf.train.loop import log_line
 
         if not self.is_main:
             return
@@ -393,7 +414,6 @@ class _Recorder:
                             description=f"train_loss {event['train_loss']:.4f}  {event['tokens_per_s']:,.0f} tok/s")
 
     def checkpoint(self, state) -> None:
-        from pgolf.train.checkpoint import encode_state
 
         self.metrics.sync()
         self.log.sync()
@@ -421,7 +441,6 @@ class _Recorder:
 
 
 def _publish(work, out, model, cfg, td, result, rec, stored, params, info, accum, device, wall_s) -> Manifest:
-    from pgolf.runtime import device as devmod
 
     val = result.val
     metrics = {
@@ -457,38 +476,11 @@ def _publish(work, out, model, cfg, td, result, rec, stored, params, info, accum
 def _publish_complete(work: Path, out: Path) -> None:
     """Drop the resume files of a finished run and rename it into place."""
     (work / CHECKPOINT_FILE).unlink(missing_ok=True)
-    (work / RUN_FILE).unlink(missing_ok=True)
+    (work / RESUME_FILE).unlink(missing_ok=True)
+    (work / LEGACY_RESUME_FILE).unlink(missing_ok=True)
     artifacts.publish_dir(work, out)
 
 
 def summary(manifest: Manifest, out: str | Path) -> dict[str, Any]:
     """The `--json` document of `pgolf train`."""
     return {"out": str(out), **{k: manifest.metrics.get(k) for k in JSON_KEYS if k != "out"}}
-
-
-# ----------------------------------------------------------------------------- readers
-
-
-def load_model(train_dir: str | Path):
-    """(GPT, ModelConfig, Manifest) of a train artifact, its files checked against the manifest.
-
-    The model is on the CPU in eval mode, with the weights training saved (EMA/SWA when enabled)
-    and the recurrence state it ended with.
-    """
-    from pgolf.model import GPT, ModelConfig
-
-    train_dir = Path(train_dir)
-    manifest = artifacts.read_manifest(train_dir, "train")
-    artifacts.check_files(train_dir, manifest)
-    tensors, meta = artifacts.load_safetensors(train_dir / MODEL_FILE)
-    if meta.get("pgolf.format") != MODEL_FORMAT:
-        raise ArtifactError(f"{train_dir / MODEL_FILE} is not a pgolf trained model (format "
-                            f"{meta.get('pgolf.format')!r}, expected {MODEL_FORMAT!r})", "re-create it with pgolf train")
-    cfg = cfgmod.from_dict(ModelConfig, meta["pgolf.model_config"])
-    model = GPT(cfg)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise ArtifactError(f"{train_dir / MODEL_FILE} does not fit its model config ({str(e).splitlines()[0]})",
-                            "re-create it with pgolf train") from None
-    return model.eval(), cfg, manifest

@@ -3,7 +3,7 @@
 The stage around the pure `pgolf.eval` library. What it adds is everything that touches disk and
 everything the rules ask of an evaluation process (rules.md, the [E] rules):
 
-- SIZE-5: the weights come only from the packed artifact (`pgolf.stages.pack.load_packed_model`
+- SIZE-5: the weights come only from the packed artifact (`pgolf.artifacts.packed.load_packed_model`
   decodes pack/model.bin); the sha256 of the bytes decoded is recorded in the eval's inputs.
 - DATA-1: the val shards, byte sidecars and tokenizer are hashed against the data manifest before
   the first forward pass; the tokenizer and vocabulary must be the model's.
@@ -23,52 +23,59 @@ are summed across ranks); only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import zstandard
 
-from pgolf import artifacts
+from pgolf import artifacts, layout
 from pgolf import config as cfgmod
 from pgolf.artifacts import MANIFEST, Manifest
-from pgolf.errors import ArtifactError, ConfigError, DataError, LegalityError, PgolfError
+from pgolf.artifacts import data as datadir
+from pgolf.artifacts.evaluation import LEDGER_FILE, LEDGER_FORMAT, PLAIN_LEDGER_FILE, REPORT_FILE, read_ledger
+from pgolf.artifacts.packed import MODEL_FILE, load_packed_model
+from pgolf.data.bpb import build_byte_tables, lut_stream_bytes
+from pgolf.data.tokenizer import load_tokenizer
+from pgolf.errors import ArtifactError, ConfigError, DataError, LegalityError
+from pgolf.eval import World, evaluate, model_checksum
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.ledger import check_ledger
-from pgolf.runtime import console
-from pgolf.stages import shardio
+from pgolf.runtime import console, dist
+from pgolf.runtime import device as devmod
+from pgolf.runtime.env import code_info, env_info
+from pgolf.stages import runner
 
-REPORT_FILE = "report.json"
-LEDGER_FILE = "ledger.jsonl.zst"
-PLAIN_LEDGER_FILE = "plain_ledger.jsonl.zst"  # the --compare-plain diagnostic pass (never the reported score)
-LEDGER_FORMAT = "pgolf.ledger.jsonl.zst"
-MODEL_FILE = "model.bin"
 # The --json document (and the head of report.json); COMPARE_KEYS are added with --compare-plain.
 JSON_KEYS = ("mode", "val_loss", "val_bpb", "val_tokens", "val_bytes", "eval_time_s", "tokens_per_s", "ledger")
 COMPARE_KEYS = ("plain_val_bpb", "ttt_gain_bpb")
 ZSTD_LEVEL = 10
 
-# The files of a data directory that evaluation may read (rules DATA-5): val shards, sidecars, tokenizer.
-_VAL_FILE_RE = re.compile(r"^(fineweb_val_\d{6}\.bin|bytes_val_\d{6}\.bin|tokenizer\.model)$")
 
 
 # ----------------------------------------------------------------------------- config
 
 
-def load_config(config: str | Path | None = None, overrides: Sequence[str] = (), mode: str | None = None,
-                base: Mapping[str, Any] | None = None) -> EvalConfig:
-    """EvalConfig: defaults <- `base` (see `pack_eval_table`) <- the TOML file's `[eval]` table (or the
-    whole file) <- `--set` <- `--mode`."""
-    table: dict[str, Any] = dict(base or {})
-    if config is not None:
-        raw = cfgmod.load_toml(config)
-        table = cfgmod.merge_tables(table, raw["eval"] if isinstance(raw.get("eval"), dict) else raw)
+def resolve_config(table: Mapping[str, Any], pack_dir: str | Path | None = None) -> EvalConfig:
+    """The stage contract's config step, the one place the evaluation is resolved (`pgolf ttt-eval` and
+    `pgolf run` alike): EvalConfig defaults <- the evaluation the pack records (what its train_gpt.py
+    runs; see `pack_eval_table`) <- `table`."""
+    base = pack_eval_table(pack_dir) if pack_dir is not None else None
+    return cfgmod.build(EvalConfig, cfgmod.merge_tables(base or {}, table))
+
+
+def load_config(config: str | Path | None = None, overrides: Sequence[str] = (), mode: str | None = None, *,
+                pack: str | Path | None = None) -> EvalConfig:
+    """EvalConfig: defaults <- what `pack` records <- the TOML file's `[eval]` table (or the whole file)
+    <- `--set` <- `--mode`."""
+    table = cfgmod.load_section(config, "eval", nested=("ttt",)) if config is not None else {}
     overrides = list(overrides) + ([f"mode={mode}"] if mode is not None else [])
-    return cfgmod.build(EvalConfig, table, overrides)
+    return resolve_config(cfgmod.merge_tables(table, cfgmod.overrides_to_table(EvalConfig, overrides)), pack)
 
 
 def pack_eval_table(pack_dir: str | Path) -> dict[str, Any] | None:
@@ -82,7 +89,7 @@ def pack_eval_table(pack_dir: str | Path) -> dict[str, Any] | None:
     return dict(table) if isinstance(table, dict) else None
 
 
-def resolve_config(cfg: EvalConfig, train_seq_len: int | None) -> EvalConfig:
+def fill_seq_len(cfg: EvalConfig, train_seq_len: int | None) -> EvalConfig:
     """Fill `seq_len = 0` with the model's training sequence length (validated again)."""
     if cfg.seq_len:
         return cfg
@@ -97,7 +104,7 @@ def resolve_config(cfg: EvalConfig, train_seq_len: int | None) -> EvalConfig:
 
 def default_out(pack_dir: str | Path) -> Path:
     """`eval/` next to the pack directory (the run layout: runs/<run>/pack -> runs/<run>/eval)."""
-    return Path(pack_dir).parent / "eval"
+    return layout.next_to(pack_dir, "eval")
 
 
 def verify_target(out: str | Path) -> Path:
@@ -117,7 +124,7 @@ class ValSet:
     to the normalized text; entry 0 is never a target); val_bytes = token_bytes[1:].sum().
     """
 
-    dir: shardio.DataDir
+    dir: datadir.DataDir
     tokens: np.ndarray
     token_bytes: np.ndarray
     val_bytes: int
@@ -134,32 +141,11 @@ class ValSet:
         """Lineage: the data manifest; for official shards without one, the val shards and tokenizer by sha256."""
         if self.manifest is not None:
             return [artifacts.input_entry("data", self.dir.path / MANIFEST, manifest_dir)]
-        shards = shardio.list_shards(self.dir.path, "val")
+        shards = datadir.list_shards(self.dir.path, "val")
         entries = [artifacts.input_entry("val_shard", p, manifest_dir) for p in shards]
         if self.dir.tokenizer_path is not None:
             entries.append(artifacts.input_entry("tokenizer", self.dir.tokenizer_path, manifest_dir))
         return entries
-
-
-def check_val_files(directory: Path, manifest: Manifest) -> None:
-    """Rules DATA-1: the val shards, sidecars and tokenizer on disk are exactly those the data manifest
-    records (same names, sizes and sha256). Training shards are neither opened nor hashed (DATA-5)."""
-    listed = {e["path"]: e for e in manifest.files if _VAL_FILE_RE.match(str(e.get("path", "")))}
-    fix = "rebuild the data directory with `pgolf data build` (or pass the directory the manifest describes)"
-    on_disk = {p.name for p in [*shardio.list_shards(directory, "val"), *directory.glob("bytes_val_*.bin")]}
-    extra = sorted(on_disk - set(listed))
-    if extra:
-        raise DataError(f"{directory} holds val files its manifest does not list ({', '.join(extra)}): the "
-                        "validation set is not the one the manifest describes (rules DATA-1)", fix)
-    if not any(name.startswith("fineweb_val_") for name in listed):
-        raise DataError(f"the data manifest in {directory} lists no val shard", fix)
-    for name, entry in sorted(listed.items()):
-        path = directory / name
-        if not path.is_file():
-            raise DataError(f"{path} is missing (listed in {directory / MANIFEST})", fix)
-        if path.stat().st_size != entry["bytes"] or artifacts.sha256_file(path) != entry["sha256"]:
-            raise DataError(f"{path} does not match the data manifest's sha256: modified or stale validation data "
-                            "(rules DATA-1)", fix)
 
 
 def open_val(data: str | Path | None, tokenizer: str | Path | None = None) -> ValSet:
@@ -173,31 +159,29 @@ def open_val(data: str | Path | None, tokenizer: str | Path | None = None) -> Va
     if tokenizer is not None and data is not None and (Path(data) / MANIFEST).is_file():
         raise ConfigError("--tokenizer is only for shards without a pgolf manifest; a pgolf data directory "
                           "is evaluated with its own tokenizer.model", "drop --tokenizer")
-    d = shardio.resolve_data_dir(data, tokenizer)
+    d = datadir.resolve_data_dir(data, tokenizer)
     manifest: Manifest | None = d.manifest  # type: ignore[assignment]
     if manifest is not None:
-        check_val_files(d.path, manifest)
-    elif not shardio.list_shards(d.path, "val"):
+        datadir.check_val_files(d.path, manifest)
+    elif not datadir.list_shards(d.path, "val"):
         raise DataError(f"no fineweb_val_*.bin shards in {d.path}", "pass the directory that holds the val shards")
 
     sp = None
     if manifest is None and d.tokenizer_path is not None:
-        from pgolf.data.tokenizer import load_tokenizer
 
         sp = load_tokenizer(d.tokenizer_path.read_bytes(), str(d.tokenizer_path))
     if manifest is not None:
         data_vocab = manifest.metrics.get("vocab_size")
     else:
         data_vocab = sp.vocab_size() if sp is not None else None
-    tokens = shardio.load_val_tokens(d.path, data_vocab)  # ids checked against the data's own vocabulary
-    side = shardio.load_val_bytes(d.path)
+    tokens = datadir.load_val_tokens(d.path, data_vocab)  # ids checked against the data's own vocabulary
+    side = datadir.load_val_bytes(d.path)
     if side is not None:
         token_bytes, source = side, "sidecar"
     elif manifest is not None:
         raise DataError(f"{d.path} has no byte sidecar (bytes_val_*.bin) although it has a pgolf manifest",
                         "rebuild the data directory with `pgolf data build`")
     elif sp is not None:
-        from pgolf.data.bpb import build_byte_tables, lut_stream_bytes
 
         token_bytes, source = lut_stream_bytes(build_byte_tables(sp), tokens).astype(np.int32), "lut"
     else:
@@ -239,23 +223,10 @@ def load_model(pack_dir: str | Path):
     """(GPT, PackedInfo) decoded from pack/model.bin: the only way evaluation gets weights (SIZE-5).
 
     The pack manifest is read first, so a missing directory or one that is not a pack artifact
-    gets its own message; the loader checks model.bin against the manifest's sha256.
+    gets its own message; the loader checks model.bin against the manifest's sha256 before decoding.
     """
-    pack_dir = Path(pack_dir)
-    manifest = artifacts.read_manifest(pack_dir, "pack")
-    try:
-        from pgolf.stages.pack import load_packed_model
-    except ImportError:
-        raise PgolfError("`pgolf ttt-eval` needs the pack stage's loader (pgolf.stages.pack.load_packed_model), "
-                         "which this installation lacks", "install a complete pgolf") from None
-    model, info = load_packed_model(pack_dir)
-    # The bytes decoded must be the bytes the pack measured, whatever the loader checked (SIZE-5).
-    listed = manifest.file(MODEL_FILE)["sha256"]
-    if info.model_sha256 != listed:
-        raise ArtifactError(f"{pack_dir / MODEL_FILE} does not match the pack manifest's sha256 (decoded "
-                            f"{info.model_sha256[:12]}..., measured {listed[:12]}...): it is not the measured artifact",
-                            "re-create it with pgolf pack")
-    return model, info
+    artifacts.read_manifest(pack_dir, "pack")
+    return load_packed_model(pack_dir)
 
 
 def _upstream(directory: Path, manifest: Manifest, kind: str) -> tuple[Path, Manifest] | None:
@@ -321,14 +292,19 @@ def run(cfg: EvalConfig, pack: str | Path, data: str | Path | None, out: str | P
     reported TTT pass, score the same windows once more without adaptation (a separate diagnostic
     evaluation, never the reported score).
     """
-    from pgolf.eval import World, evaluate, model_checksum
-    from pgolf.runtime import device as devmod
-    from pgolf.runtime import dist
-
     started = clock() if started is None else started
-    out, pack = Path(out), Path(pack)
+    pack = Path(pack)
+    artifacts.read_manifest(pack, "pack")  # the wrong kind of input is named before anything else
     info = dist.from_env()
-    artifacts.check_output(out, "eval", force)  # fail before any work
+    with runner.claim(out, "eval", inputs=[pack, data, tokenizer], force=force, writer=info.is_main) as output:
+        return _run(cfg, pack, data, output, info, tokenizer=tokenizer, device=device, compare_plain=compare_plain,
+                    started=started, clock=clock)
+
+
+def _run(cfg: EvalConfig, pack: Path, data: str | Path | None, output: runner.Output, info, *,
+         tokenizer: str | Path | None, device: str, compare_plain: bool, started: float,
+         clock: Callable[[], float]) -> Manifest:
+    out = output.out
     if compare_plain and cfg.mode != "ttt":
         raise ConfigError(f"--compare-plain compares a TTT pass with the same windows scored without adaptation; "
                           f"mode is {cfg.mode!r}", "use --mode ttt")
@@ -338,7 +314,7 @@ def run(cfg: EvalConfig, pack: str | Path, data: str | Path | None, out: str | P
         t = clock()
         model, packed = load_model(pack)
         load_s = clock() - t
-        cfg = resolve_config(cfg, packed.seq_len)
+        cfg = fill_seq_len(cfg, packed.seq_len)
         model_cfg = packed.model_config
         t = clock()
         val = open_val(data, tokenizer)  # hashed before the first forward (DATA-1)
@@ -387,7 +363,7 @@ def run(cfg: EvalConfig, pack: str | Path, data: str | Path | None, out: str | P
                       "adapt_s": reported.result.adapt_time_s, "time_budget_s": cfg.time_budget_s}
             if diagnostic is not None:
                 timing["plain_pass_s"] = diagnostic.seconds
-            manifest = _publish(out, force, cfg, reported, diagnostic, val, packed, pack, timing,
+            manifest = _publish(output, cfg, reported, diagnostic, val, packed, pack, timing,
                                 env=_env(dev, world.size))
             _announce(manifest, cfg)
         dist.barrier()
@@ -400,7 +376,6 @@ def run(cfg: EvalConfig, pack: str | Path, data: str | Path | None, out: str | P
 
 def _progress(total: int, label: str, show: bool):
     """A context giving `on_chunk(entry)`: advances a transient progress bar on a terminal (rank 0)."""
-    import contextlib
 
     @contextlib.contextmanager
     def bar():
@@ -415,20 +390,17 @@ def _progress(total: int, label: str, show: bool):
 
 
 def _env(dev, world_size: int) -> dict[str, Any]:
-    from pgolf.runtime.env import env_info
 
     return env_info(dev.type, world_size)
 
 
 def _compress(text: str) -> bytes:
-    import zstandard
 
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(text.encode("utf-8"))
 
 
-def _publish(out: Path, force: bool, cfg: EvalConfig, reported: Pass, diagnostic: Pass | None, val: ValSet, packed,
+def _publish(output: runner.Output, cfg: EvalConfig, reported: Pass, diagnostic: Pass | None, val: ValSet, packed,
              pack: Path, timing: dict[str, Any], env: dict[str, Any]) -> Manifest:
-    from pgolf.runtime.env import code_info
 
     s = reported.result.summary()
     loop_s = s["score_time_s"] + s["adapt_time_s"]
@@ -449,7 +421,7 @@ def _publish(out: Path, force: bool, cfg: EvalConfig, reported: Pass, diagnostic
         "val_bytes_source": val.bytes_source, "warmup_source": "synthetic",
         "within_budget": None if budget <= 0 else timing["eval_time_s"] <= budget,
     })
-    with artifacts.stage_dir(out, "eval", force) as work:
+    with output.publish() as work:
         artifacts.atomic_write_bytes(work / LEDGER_FILE, _compress(reported.ledger))
         files = [LEDGER_FILE]
         report = {**metrics, "ledger": LEDGER_FILE}
@@ -496,21 +468,6 @@ def summary(manifest: Manifest, out: str | Path) -> dict[str, Any]:
     return doc
 
 
-def read_ledger(eval_dir: str | Path, name: str = LEDGER_FILE) -> str:
-    """The JSONL text of an eval directory's (zstd-compressed) score ledger."""
-    import zstandard
-
-    path = Path(eval_dir) / name
-    try:
-        with zstandard.ZstdDecompressor().stream_reader(path.read_bytes()) as reader:
-            return reader.read().decode("utf-8")
-    except OSError as e:
-        raise ArtifactError(f"cannot read the score ledger {path}: {e.strerror or e}",
-                            "re-run pgolf ttt-eval") from None
-    except (zstandard.ZstdError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"the score ledger {path} is corrupt ({e})", "re-run pgolf ttt-eval") from None
-
-
 __all__ = ["COMPARE_KEYS", "JSON_KEYS", "LEDGER_FILE", "PLAIN_LEDGER_FILE", "REPORT_FILE", "ValSet", "check_compatible",
-           "check_val_files", "default_out", "load_config", "load_model", "open_val", "pack_eval_table", "read_ledger",
-           "resolve_config", "run", "summary", "trained_tokenizer_sha256", "verify_target"]
+           "default_out", "load_config", "load_model", "open_val", "pack_eval_table", "read_ledger",
+           "fill_seq_len", "resolve_config", "run", "summary", "trained_tokenizer_sha256", "verify_target"]

@@ -18,20 +18,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from pgolf import __version__, artifacts
+from pgolf import artifacts
 from pgolf.artifacts import MANIFEST, Manifest
-from pgolf.errors import ArtifactError, ConfigError, PgolfError
+from pgolf.artifacts import data as datadir
+from pgolf.artifacts import submission_folder as writer
+from pgolf.artifacts.evaluation import LEDGER_NAMES, read_ledger
+from pgolf.artifacts.packed import CODE_FILE, MODEL_FILE, load_packed_model
+from pgolf.artifacts.run_record import RUN_FILE, RUN_FORMAT, launch_config_sha256
+from pgolf.data.tokenizer import load_tokenizer
+from pgolf.errors import ArtifactError, PgolfError
+from pgolf.eval.ledger import parse_ledger
+from pgolf.layout import SEED_DIR
+from pgolf.pack import decode_model
 from pgolf.runtime import console
 from pgolf.runtime.env import code_info
-from pgolf.stages import shardio
+from pgolf.stages import runner
 from pgolf.verify import facts as factmod
+from pgolf.verify import significance as sig
+from pgolf.verify.checks import run_checks
 from pgolf.verify.evidence import (
     STAGE_KINDS,
     DataFacts,
@@ -45,10 +56,12 @@ from pgolf.verify.evidence import (
     SeedEvidence,
     StageFacts,
 )
+from pgolf.verify.probes import ModelScorer, replay, run_probes
+from pgolf.verify.records import seed_record
+from pgolf.verify.results import counts, failed
+from pgolf.verify.rules import RULESET
 
 REPORT_FILE = "report.json"
-SEED_DIR = re.compile(r"seed-\d+")  # `pgolf run --seeds`: one run directory per seed
-LEDGER_NAMES = ("ledger.jsonl.zst", "ledger.jsonl")
 # Val documents are hashed against the training shards when those hold at most this many tokens
 # (the 8B-token challenge set is not rescanned on every verify; its document ranges are checked).
 OVERLAP_SCAN_TOKENS = 200_000_000
@@ -125,7 +138,7 @@ def find_runs(path: str | Path) -> list[tuple[str, Path, str]]:
 
 
 def _file_fact(directory: Path, entry: dict[str, Any]) -> FileFact:
-    path = directory / str(entry.get("path", ""))
+    path = artifacts.listed_path(directory, entry)
     exists = path.is_file()
     return FileFact(path=str(entry.get("path")), listed_bytes=entry.get("bytes"), listed_sha256=entry.get("sha256"),
                     bytes=path.stat().st_size if exists else None,
@@ -150,10 +163,12 @@ def load_stage(directory: Path, kind: str) -> StageFacts:
     except ArtifactError as e:
         return StageFacts(kind=kind, dir=str(directory), manifest=None, error=str(e), manifest_sha256=sha)
     raw = manifest.to_dict()
-    files = [_file_fact(directory, e) for e in manifest.files if isinstance(e, dict)]
-    # The data stage's inputs name the corpus and tokenizer it was built from, outside the run.
-    inputs = [_input_fact(directory, e, external=manifest.kind == "data")
-              for e in manifest.inputs if isinstance(e, dict)]
+    try:
+        files = [_file_fact(directory, e) for e in manifest.files]
+        # The data stage's inputs name the corpus and tokenizer it was built from, outside the run.
+        inputs = [_input_fact(directory, e, external=manifest.kind == "data") for e in manifest.inputs]
+    except ArtifactError as e:  # a file outside the stage's directory, an absolute or linked input
+        return StageFacts(kind=kind, dir=str(directory), manifest=None, error=str(e), manifest_sha256=sha)
     error = None if manifest.kind == kind else f"holds a '{manifest.kind}' artifact where a '{kind}' one was expected"
     return StageFacts(kind=kind, dir=str(directory), manifest=raw if error is None else None, error=error,
                       files=files, inputs=inputs, manifest_sha256=sha)
@@ -196,34 +211,30 @@ def walk_lineage(top: Path, top_kind: str, seed: SeedEvidence) -> dict[str, Path
 
 
 def _read_ledger(eval_dir: Path, stage: StageFacts) -> LedgerFacts | None:
-    from pgolf.eval.ledger import parse_ledger
-
+    """The ledger, decoded only when it is the file the manifest measured, and never past MAX_LEDGER_BYTES."""
     names = [f.path for f in stage.files if f.path.startswith("ledger")] or list(LEDGER_NAMES)
     path = next((eval_dir / n for n in names if (eval_dir / n).is_file()), None)
     if path is None:
         return LedgerFacts(error="no ledger file in the eval directory")
+    listed = next((f for f in stage.files if f.path == path.name), None)
+    if listed is not None and (listed.sha256 != listed.listed_sha256 or listed.bytes != listed.listed_bytes):
+        return LedgerFacts(error=f"{path.name} is not the file the eval manifest measured (sha256 mismatch); "
+                                 "not decoded")
     try:
-        data = path.read_bytes()
-        if path.suffix == ".zst":
-            import zstandard
-
-            with zstandard.ZstdDecompressor().stream_reader(data) as reader:
-                data = reader.read()
-        header, entries, summary = parse_ledger(data.decode("utf-8"))
+        text = read_ledger(eval_dir, path.name)
+        header, entries, summary = parse_ledger(text)
     except PgolfError as e:
         return LedgerFacts(error=str(e))
-    except Exception as e:  # zstd or UTF-8 errors: a truncated or corrupted file
+    except (OSError, UnicodeDecodeError) as e:  # a truncated or corrupted file
         return LedgerFacts(error=f"{path.name} cannot be decoded ({type(e).__name__}: {e})")
     return LedgerFacts(header=header, entries=entries, summary=summary)
 
 
 def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train_dir: Path | None, seed: SeedEvidence
                 ) -> tuple[DataFacts | None, np.ndarray | None]:
-    from pgolf.data.tokenizer import load_tokenizer
-
     try:
-        tokens = shardio.load_val_tokens(data_dir)
-        sidecar = shardio.load_val_bytes(data_dir)
+        tokens = datadir.load_val_tokens(data_dir)
+        sidecar = datadir.load_val_bytes(data_dir)
         sp = load_tokenizer(tok_path.read_bytes(), str(tok_path)) if tok_path is not None and tok_path.is_file() \
             else None
     except PgolfError as e:
@@ -233,10 +244,10 @@ def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train_dir: Path
     facts.tokenizer_sha256 = artifacts.sha256_file(tok_path) if sp is not None and tok_path is not None else None
     if train_dir is not None:
         try:
-            shards = shardio.list_shards(train_dir, "train")
-            facts.train_tokens = sum(shardio.read_header(p) for p in shards)
+            shards = datadir.list_shards(train_dir, "train")
+            facts.train_tokens = sum(datadir.read_header(p) for p in shards)
             if facts.train_tokens <= OVERLAP_SCAN_TOKENS:
-                facts.overlap_docs = factmod.document_overlap(tokens, (shardio.open_shard(p) for p in shards), bos)
+                facts.overlap_docs = factmod.document_overlap(tokens, (datadir.open_shard(p) for p in shards), bos)
             else:
                 facts.overlap_note = (f"val documents not hashed against {facts.train_tokens:,} training tokens "
                                       f"(over the {OVERLAP_SCAN_TOKENS:,}-token scan budget)")
@@ -245,13 +256,13 @@ def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train_dir: Path
     return facts, tokens
 
 
-def _paid_prefix(pack_dir: Path, tokens: np.ndarray) -> PaidPrefixFacts:
-    import torch
-
-    from pgolf.pack import decode_model
-
+def _paid_prefix(pack_dir: Path, tokens: np.ndarray, stage: StageFacts) -> PaidPrefixFacts:
+    listed = next((f for f in stage.files if f.path == MODEL_FILE), None)
+    if listed is None or listed.sha256 != listed.listed_sha256:  # hashes before decoding
+        return PaidPrefixFacts(ngram=32, sampled=0, hits={}, error=f"{MODEL_FILE} is not the file the pack manifest "
+                                                                    "measured; not decoded")
     try:
-        tensors, _ = decode_model((pack_dir / "model.bin").read_bytes())
+        tensors, _ = decode_model((pack_dir / MODEL_FILE).read_bytes())
     except (PgolfError, OSError) as e:
         return PaidPrefixFacts(ngram=32, sampled=0, hits={}, error=str(e))
     arrays = {name: (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).cpu().numpy()
@@ -260,15 +271,6 @@ def _paid_prefix(pack_dir: Path, tokens: np.ndarray) -> PaidPrefixFacts:
 
 
 def _probes(pack_dir: Path, tokens: np.ndarray, bos: int, probe_cfg, seed: SeedEvidence) -> None:
-    try:
-        from pgolf.stages.pack import load_packed_model
-    except ImportError:
-        raise PgolfError("--probe needs `pgolf pack`'s loader (pgolf.stages.pack.load_packed_model), which this "
-                         f"pgolf ({__version__}) lacks", "run without --probe") from None
-    import torch
-
-    from pgolf.verify.probes import ModelScorer, replay, run_probes
-
     try:
         loaded = load_packed_model(pack_dir)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (GPT, info) or GPT
@@ -298,7 +300,7 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
     if data is not None and data.manifest is not None:
         train_data = dirs.get("train_data", dirs["data"])
         seed.data, tokens = _data_facts(dirs["data"], int(data.metrics.get("bos_id", 1)),
-                                        dirs["data"] / shardio.TOKENIZER_FILE, train_data, seed)
+                                        dirs["data"] / datadir.TOKENIZER_FILE, train_data, seed)
     elif "shards" in dirs:  # official challenge shards: no data manifest, the val shards named by sha256
         seed.data, tokens = _data_facts(dirs["shards"], 1, dirs.get("tokenizer"), None, seed)
     train = seed.stages.get("train")
@@ -315,14 +317,14 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
                 seed.eval_report = None
     pack = seed.stages.get("pack")
     if pack is not None and pack.manifest is not None:
-        code = dirs["pack"] / "train_gpt.py"
+        code = dirs["pack"] / CODE_FILE
         if code.is_file():
             try:
                 seed.code = code.read_bytes().decode("utf-8")
             except UnicodeDecodeError:
                 seed.problems.append(f"{code} is not UTF-8 text")
-        if tokens is not None and (dirs["pack"] / "model.bin").is_file():
-            seed.paid_prefix = _paid_prefix(dirs["pack"], tokens)
+        if tokens is not None and (dirs["pack"] / MODEL_FILE).is_file():
+            seed.paid_prefix = _paid_prefix(dirs["pack"], tokens, pack)
         if probe_cfg is not None and tokens is not None:
             bos = int(data.metrics.get("bos_id", 1)) if data is not None and data.manifest else 1
             _probes(dirs["pack"], tokens, bos, probe_cfg, seed)
@@ -333,8 +335,6 @@ def read_launch(train: StageFacts) -> LaunchFacts | None:
     """The launch ledger (`pgolf run`'s run.json) that records the training of `train`, or None: no run.json
     beside the run (`RUN/run.json`, or `SWEEP/run.json` for `SWEEP/seed-<N>`), or none that names this
     train artifact (its `stages` record) and the launch that made it."""
-    from pgolf.stages.run import RUN_FILE, RUN_FORMAT, launch_config_sha256
-
     if train.manifest is None:
         return None
     root = Path(train.dir).parent
@@ -374,12 +374,6 @@ def default_out(paths: Sequence[Path], runs: Sequence[tuple[str, Path, str]]) ->
     return Path(common) / "verify"
 
 
-def _check_out(out: Path) -> None:
-    """verify replaces its own previous report, never anything else."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and _manifest_kind(out) != "verify")):
-        raise ArtifactError(f"{out} exists and is not a verify report", "choose another --out")
-
-
 def gather(paths: Sequence[str | Path], options: Options, probe_cfg=None) -> tuple[Evidence, list]:
     """Evidence of every run under `paths` (one SeedEvidence per run) and the runs found."""
     runs = [run for p in paths for run in find_runs(p)]
@@ -396,11 +390,6 @@ def gather(paths: Sequence[str | Path], options: Options, probe_cfg=None) -> tup
 
 def report_dict(ev: Evidence, results) -> dict[str, Any]:
     """The report: ok, checks, total_bytes, val_bpb (+ stats with several runs), seeds, options."""
-    from pgolf.verify import significance as sig
-    from pgolf.verify.records import seed_record
-    from pgolf.verify.results import counts, failed
-    from pgolf.verify.rules import RULESET
-
     records = [seed_record(s) for s in ev.seeds]
     sizes = [r.artifact_bytes for r in records if r.artifact_bytes is not None]
     scores = [r.val_bpb for r in records if r.val_bpb is not None]
@@ -423,9 +412,10 @@ def report_dict(ev: Evidence, results) -> dict[str, Any]:
     return report
 
 
-def write_report(out: Path, report: dict[str, Any], ev: Evidence) -> Manifest:
-    _check_out(out)
-    with artifacts.stage_dir(out, "verify", force=True) as work:
+def write_report(output: runner.Output, report: dict[str, Any], ev: Evidence) -> Manifest:
+    """verify/ (report.json and a manifest); it replaces its own previous report, never anything else."""
+    out = output.out
+    with output.publish() as work:
         artifacts.write_json(work / REPORT_FILE, report)
         inputs = []
         for s in ev.seeds:
@@ -440,52 +430,27 @@ def write_report(out: Path, report: dict[str, Any], ev: Evidence) -> Manifest:
     return manifest
 
 
-def make_options(track: str | None = None, *, max_bytes: int | None = None, max_train_seconds: float | None = None,
-                 max_eval_seconds: float | None = None, reference_bpb: Sequence[float] = (), probe: bool = False,
-                 submission: bool = False) -> Options:
-    """Options from `pgolf verify`'s flags (or a `[verify]` table): a named track, or a submission,
-    judges record conditions strictly; limits given explicitly apply on any hardware."""
-    from pgolf.verify.evidence import TRACKS, track_named
-
-    tr = track_named(track) if track is not None else None
-    if track is not None and tr is None:
-        raise ConfigError(f"unknown track {track!r}", f"use one of {', '.join(TRACKS)}")
-    strict = tr is not None or submission
-    tr = tr or TRACKS["10min_16mb"]
-    explicit_limits = not tr.hardware  # a track without a hardware rule states limits for any machine
-    refs = tuple(reference_bpb)
-    return Options(
-        track=tr, max_bytes=max_bytes if max_bytes is not None else tr.max_bytes,
-        max_train_s=max_train_seconds if max_train_seconds is not None else tr.max_train_s,
-        max_eval_s=max_eval_seconds if max_eval_seconds is not None else tr.max_eval_s,
-        explicit_train=max_train_seconds is not None or explicit_limits,
-        explicit_eval=max_eval_seconds is not None or explicit_limits,
-        strict=strict, claim=bool(refs) or (submission and tr.record),  # several runs also claim
-        reference_bpb=refs, probe=probe)
-
-
 def run(paths: Sequence[str | Path], options: Options, *, out: str | Path | None = None, probe_cfg=None,
         submission=None) -> dict[str, Any]:
     """Verify the runs under `paths`; write the report (and, when asked and nothing FAILs, the
     submission folder). Returns the report; `report["ok"]` is False when a check FAILs."""
-    from pgolf.verify.checks import run_checks
-    from pgolf.verify.results import failed
-
     paths = [Path(p) for p in paths]
     if submission is not None and Path(submission.out).exists() and not submission.force:
         raise ArtifactError(f"{submission.out} already exists", "pass --force to replace it, or choose another "
                                                                  "--submission")
-    ev, runs = gather(paths, options, probe_cfg)
-    results = run_checks(ev)
-    written = None
-    if submission is not None and not failed(results):
-        from pgolf.stages import submission as writer
-
-        written, results = writer.write(ev, results, submission)
-    report = report_dict(ev, results)
-    if submission is not None:
-        report["submission"] = str(written) if written is not None else None
+    runs = [run for p in paths for run in find_runs(p)]
     target = Path(out) if out is not None else default_out(paths, runs)
-    write_report(target, report, ev)
-    report["out"] = str(target)
+    tops = [top for _, top, _ in runs]
+    with runner.claim(target, "verify", inputs=tops, force=True) as output:
+        ev, runs = gather(paths, options, probe_cfg)
+        results = run_checks(ev)
+        written = None
+        if submission is not None and not failed(results):
+            runner.guard_inputs(Path(submission.out), tops)
+            written, results = writer.write(ev, results, submission)
+        report = report_dict(ev, results)
+        if submission is not None:
+            report["submission"] = str(written) if written is not None else None
+        write_report(output, report, ev)
+    report["out"] = str(output.out)
     return report

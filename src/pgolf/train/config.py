@@ -7,6 +7,7 @@ in the presets (configs/*.toml). A preset is a TOML file with a `[model]` table 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -183,8 +184,6 @@ class TrainConfig:
         return accum
 
     def optim_settings(self) -> OptimSettings:
-        return OptimSettings(
-            tied_embed_lr=self.tied_embed_lr, embed_lr=self.embed_lr, head_lr=self.head_lr, matrix_lr=self.matrix_lr,
-            scalar_lr=self.scalar_lr, beta1=self.beta1, beta2=self.beta2, adam_eps=self.adam_eps, adam_wd=self.adam_wd,
-            muon_momentum=self.muon_momentum, muon_backend_steps=self.muon_backend_steps, muon_wd=self.muon_wd,
-            muon_variant=self.muon_variant, ns_coefficients=self.ns_coefficients)
+        """The optimizer's view of this config: OptimSettings names the TrainConfig keys it reads (flat
+        keys, as presets and `--set` spell them), so there is one list of them, not a copy."""
+        return OptimSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(OptimSettings)})

@@ -26,7 +26,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -40,6 +40,11 @@ from pgolf.runtime.seed import rng_state, set_rng_state
 from pgolf.train.averaging import EMA, SWA
 from pgolf.train.config import TrainConfig
 from pgolf.train.validate import ValData, ValResult, evaluate
+
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from pgolf.model.gpt import GPT
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -107,7 +112,7 @@ class TrainResult:
 class _LossModule(nn.Module):
     """forward(x, y) -> mean loss: the module DDP and torch.compile wrap (DDP syncs through forward)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: GPT):
         super().__init__()
         self.model = model
 
@@ -129,13 +134,14 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     ids = [device.index] if device.type == "cuda" else None
     no_sync_kw = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
         else "broadcast_buffers"
-    return DDP(module, device_ids=ids, **{no_sync_kw: False})
+    flags: dict[str, Any] = {no_sync_kw: False}
+    return DDP(module, device_ids=ids, **flags)
 
 
 class _Trainer:
     """One training run; `run()` is the loop. Split into methods so each phase reads on its own."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, batches: TokenBatches, rt: Runtime, val: ValData | None,
+    def __init__(self, model: GPT, cfg: TrainConfig, batches: TokenBatches, rt: Runtime, val: ValData | None,
                  hooks: Hooks, clock: Callable[[], float]):
         self.model, self.cfg, self.batches, self.rt, self.val, self.hooks, self.clock = (
             model, cfg, batches, rt, val, hooks, clock)
@@ -156,7 +162,7 @@ class _Trainer:
     def _make_runner(self, compiled: bool) -> nn.Module:
         runner: nn.Module = _LossModule(self.model)
         if compiled:
-            runner = torch.compile(runner, dynamic=False)
+            runner = torch.compile(runner, dynamic=False)  # type: ignore[assignment]  # a Module compiles to a Module
         if self.rt.dist.distributed:
             runner = wrap_ddp(runner, self.rt.device)
         return runner
@@ -193,7 +199,8 @@ class _Trainer:
             x = torch.from_numpy(x_np).to(rt.device, non_blocking=True)
             y = torch.from_numpy(y_np).to(rt.device, non_blocking=True)
             sync_now = micro == self.accum - 1
-            ctx = self.runner.no_sync() if (rt.dist.distributed and not sync_now) else contextlib.nullcontext()
+            ctx = (cast("DistributedDataParallel", self.runner).no_sync() if (rt.dist.distributed and not sync_now)
+                   else contextlib.nullcontext())
             with ctx:
                 with autocast(rt.device, rt.amp_dtype):
                     loss = self.runner(x, y)
@@ -278,6 +285,7 @@ class _Trainer:
 
     def _validate(self, max_tokens: int, label: str) -> ValResult:
         cfg, rt = self.cfg, self.rt
+        assert self.val is not None  # the callers validate only with validation data
         result = evaluate(self.model, self.val, cfg.seq_len, cfg.val_batch_tokens, rt.device, rt.amp_dtype,
                           max_tokens=max_tokens, rank=rt.dist.rank, world_size=rt.dist.world_size)
         self.val_time_s += result.seconds
@@ -372,7 +380,7 @@ class _Trainer:
                 self.train_time_s += clock() - t0  # the clock pauses here
                 if periodic_val:
                     self._validate(cfg.val_tokens, "live")
-                if checkpoint_due:
+                if checkpoint_due and self.hooks.on_checkpoint is not None:  # (checkpoint_due implies it)
                     ckpt_t0 = clock()
                     self.hooks.on_checkpoint(self.capture())
                     self.hooks.on_event({"event": "checkpoint", "step": self.step, "elapsed_ms": 1000 * self.train_time_s})
@@ -406,7 +414,7 @@ class _Trainer:
                            last_step_s=last_step_s, switches=dict(self.switches))
 
 
-def train(model: nn.Module, cfg: TrainConfig, batches: TokenBatches, rt: Runtime | None = None,
+def train(model: GPT, cfg: TrainConfig, batches: TokenBatches, rt: Runtime | None = None,
           val: ValData | None = None, hooks: Hooks | None = None, resume: TrainState | None = None,
           clock: Callable[[], float] = time.perf_counter) -> TrainResult:
     """Train `model` (already on `rt.device`) in place; on return it holds the weights to save.

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from pgolf.data.bpb import bits_per_byte
 from pgolf.runtime.device import autocast
+
+if TYPE_CHECKING:
+    from pgolf.model.gpt import GPT
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def scored_tokens(num_tokens: int, seq_len: int, max_tokens: int = 0) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, val: ValData, seq_len: int, batch_tokens: int, device: torch.device,
+def evaluate(model: GPT, val: ValData, seq_len: int, batch_tokens: int, device: torch.device,
              amp_dtype: torch.dtype | None = None, max_tokens: int = 0, rank: int = 0, world_size: int = 1) -> ValResult:
     """Score the first `scored_tokens(...)` targets of `val` with `model.token_nll`.
 

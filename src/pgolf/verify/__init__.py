@@ -5,7 +5,7 @@
 - `checks.run_checks(evidence) -> [CheckResult]`: `{id, verdict: PASS|WARN|FAIL|INFO, detail}`;
 - `probes.run_probes(scorer, tokens)`: P-norm, P-tgt, P-pre, P-doc, P-mut on the packed model;
 - `stats` / `significance`: one-sided Welch and one-sample t-tests in nats and bpb;
-- `submission`: the records folder's README.md and submission.json.
+- `records_folder`: the records folder's README.md and submission.json.
 
 Importing this package does not import torch; `checks`, `probes` and `facts` do.
 """

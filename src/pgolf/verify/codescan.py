@@ -12,8 +12,11 @@ What it finds, and the verdict a finding suggests:
 - a syntax error or an absolute path in a string literal (FMT-3 FAIL).
 
 Self-extracting files (the records' LZMA + base85 wrappers) are followed: the argument of `exec` or
-`compile` is evaluated when it is built only from literals and the decoders in `DECODERS`, and the
-decoded source is scanned in turn.
+`compile` is evaluated when it is built only from literals, the decoders in `DECODERS` and the
+decompressors in `DECOMPRESSORS`, and the decoded source is scanned in turn. Decompression is
+bounded (`pgolf.bounded`): a payload that would expand beyond MAX_PAYLOAD_BYTES, or past
+MAX_DECODED_BYTES over the whole scan, is not decoded but reported (SIZE-3 WARN, like any code the
+scan cannot see), so a few KB of bz2 cannot take gigabytes.
 """
 
 from __future__ import annotations
@@ -21,16 +24,13 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
-import bz2
 import fnmatch
-import gzip
-import lzma
 import re
 import sys
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pgolf.bounded import OutputLimitError, decompress_bounded, human_bytes
 from pgolf.verify.rules import FAIL, WARN, Verdict
 
 # The upstream repository's requirements.txt (openai/parameter-golf), as import names, plus what
@@ -60,18 +60,24 @@ PROCESS_CALLS = ("subprocess.run", "subprocess.call", "subprocess.check_call", "
                  "subprocess.Popen", "os.system", "os.popen", "os.execv", "os.execvp", "os.execl", "os.execlp",
                  "os.spawnv", "os.spawnl", "os.posix_spawn", "os.posix_spawnp")
 SYS_PATH_EDITS = ("sys.path.insert", "sys.path.append", "sys.path.extend", "site.addsitedir")
+# Text decoders: their output is smaller than their input (the file), so they run as they are.
 DECODERS: dict[str, Callable] = {
     "base64.b85decode": base64.b85decode, "base64.b64decode": base64.b64decode,
     "base64.a85decode": base64.a85decode, "base64.b32decode": base64.b32decode,
     "base64.b16decode": base64.b16decode, "base64.urlsafe_b64decode": base64.urlsafe_b64decode,
     "base64.standard_b64decode": base64.standard_b64decode, "binascii.a2b_base64": binascii.a2b_base64,
-    "lzma.decompress": lzma.decompress, "zlib.decompress": zlib.decompress, "bz2.decompress": bz2.decompress,
-    "gzip.decompress": gzip.decompress,
 }
+# Decompressors: followed through `pgolf.bounded` (the same output, stopped at the bound).
+DECOMPRESSORS: dict[str, str] = {"lzma.decompress": "lzma", "zlib.decompress": "zlib", "bz2.decompress": "bz2",
+                                 "gzip.decompress": "gzip"}
 ABSOLUTE_PATH = re.compile(r"^(/[\w.+-]+){2,}/?$|^[A-Za-z]:[\\/]")
 HARMLESS_ROOTS = ("/dev/", "/proc/", "/sys/", "/tmp/", "/usr/bin/env")
 MAX_PAYLOAD_DEPTH = 4
+# Decoding bounds: one payload at most 64 MiB and 256 MiB over a whole scan, so that many payloads,
+# or one payload exec'd from many places, cannot multiply the work. pgolf's own train_gpt.py (the
+# whole toolkit) decodes 48 payloads, ~240 KB in all; a record's wrapper, one program of ~50 KB.
 MAX_PAYLOAD_BYTES = 64 << 20
+MAX_DECODED_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class CodeScan:
     dotted_imports: set[str] = field(default_factory=set)
     programs: list[str] = field(default_factory=list)  # subprocess targets (literal program names)
     payloads: int = 0  # embedded payloads decoded and scanned
+    decoded_bytes: int = 0  # what the decoders produced, toward MAX_DECODED_BYTES
 
     def by_rule(self, rule: str) -> list[Finding]:
         return [f for f in self.findings if f.rule == rule]
@@ -132,6 +139,10 @@ def parse_requirements(text: str) -> tuple[str, ...]:
 
 class _Unresolved(Exception):
     pass
+
+
+class _TooLarge(_Unresolved):
+    """A payload the scan refuses to decode: it expands beyond the bound (the message says which)."""
 
 
 class _Scanner(ast.NodeVisitor):
@@ -183,8 +194,8 @@ class _Scanner(ast.NodeVisitor):
                                 for s in ast.walk(sub.func))
                 if last in ("read", "readlines") and not in_memory:
                     return True
-            elif isinstance(sub, ast.Name) and sub.id not in seen and self.assigned.get(sub.id) is not None:
-                if self.reads_file(self.assigned[sub.id], seen | {sub.id}):
+            elif isinstance(sub, ast.Name) and sub.id not in seen and (source := self.assigned.get(sub.id)) is not None:
+                if self.reads_file(source, seen | {sub.id}):
                     return True
         return False
 
@@ -192,13 +203,15 @@ class _Scanner(ast.NodeVisitor):
         """Evaluate an expression built only from literals and DECODERS; raise _Unresolved otherwise."""
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             return node.value
-        if isinstance(node, ast.Name) and node.id not in seen and self.assigned.get(node.id) is not None:
-            return self.resolve(self.assigned[node.id], seen | {node.id})
+        if isinstance(node, ast.Name) and node.id not in seen and (source := self.assigned.get(node.id)) is not None:
+            return self.resolve(source, seen | {node.id})
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             left, right = self.resolve(node.left, seen), self.resolve(node.right, seen)
-            if type(left) is not type(right):
-                raise _Unresolved
-            return left + right
+            if isinstance(left, str) and isinstance(right, str):
+                return left + right
+            if isinstance(left, bytes) and isinstance(right, bytes):
+                return left + right
+            raise _Unresolved  # str + bytes
         if isinstance(node, ast.Call) and node.args:
             func = node.func
             if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode") and not node.keywords:
@@ -208,16 +221,11 @@ class _Scanner(ast.NodeVisitor):
                 if func.attr == "encode" and isinstance(value, str):
                     return value.encode("utf-8")
                 raise _Unresolved
-            decoder = DECODERS.get(self.dotted(func))
-            if decoder is not None:
+            name = self.dotted(func)
+            decoder, codec = DECODERS.get(name), DECOMPRESSORS.get(name)
+            if decoder is not None or codec is not None:
                 value = self.resolve(node.args[0], seen)
-                try:
-                    out = decoder(value.encode("ascii") if isinstance(value, str) else value)
-                except Exception:  # a malformed payload: it cannot be what runs
-                    raise _Unresolved from None
-                if len(out) > MAX_PAYLOAD_BYTES:
-                    raise _Unresolved
-                return out
+                return self.decode(value.encode("ascii") if isinstance(value, str) else value, decoder, codec)
         if isinstance(node, ast.Call) and not node.args and isinstance(node.func, ast.Attribute) \
                 and node.func.attr in ("decode", "encode"):
             value = self.resolve(node.func.value, seen)
@@ -226,6 +234,28 @@ class _Scanner(ast.NodeVisitor):
             if node.func.attr == "encode" and isinstance(value, str):
                 return value.encode("utf-8")
         raise _Unresolved
+
+    def decode(self, data: bytes, decoder: Callable | None, codec: str | None) -> bytes:
+        """One decoder or bounded decompressor over a resolved value; _TooLarge past the bounds."""
+        left = MAX_DECODED_BYTES - self.scan.decoded_bytes
+        limit = min(MAX_PAYLOAD_BYTES, left)
+        too_large = (f"compressed payload that expands beyond {human_bytes(limit)}" if limit == MAX_PAYLOAD_BYTES
+                     else f"payload past the {human_bytes(MAX_DECODED_BYTES)} the scan decodes in all")
+        try:
+            if codec is not None:
+                out = decompress_bounded(data, codec, limit)
+            elif decoder is not None:
+                out = decoder(data)
+            else:
+                raise _Unresolved
+        except OutputLimitError:
+            raise _TooLarge(too_large) from None
+        except Exception:  # a malformed payload: it cannot be what runs
+            raise _Unresolved from None
+        if len(out) > limit:
+            raise _TooLarge(too_large)
+        self.scan.decoded_bytes += len(out)
+        return out
 
     # ------------------------------------------------------------------ visitors
 
@@ -290,6 +320,10 @@ class _Scanner(ast.NodeVisitor):
             return
         try:
             payload = self.resolve(arg)
+        except _TooLarge as e:
+            self.add("SIZE-3", WARN, node, f"{name}(...) of a {e}; refusing to decode it (the static scan "
+                                           "cannot see that code)")
+            return
         except _Unresolved:
             self.add("SIZE-3", WARN, node, f"{name}(...) of a value the static scan cannot resolve")
             return

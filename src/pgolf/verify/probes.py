@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.config import check
+from pgolf.eval.checksum import model_checksum
+from pgolf.eval.scoring import score_windows, token_nll_of
+from pgolf.eval.windows import document_segments, sliding_windows
 from pgolf.verify.evidence import ProbeFacts
 
 
@@ -74,11 +77,9 @@ class ModelScorer:
         return F.log_softmax(self.model(idx_BT).float(), dim=-1)
 
     def token_nll(self, idx_BT: torch.Tensor, tgt_BT: torch.Tensor) -> torch.Tensor:
-        return self.model.token_nll(idx_BT, tgt_BT).float()
+        return token_nll_of(self.model)(idx_BT, tgt_BT).float()
 
     def digest(self) -> str:
-        from pgolf.eval.checksum import model_checksum
-
         return model_checksum(self.model)
 
 
@@ -262,10 +263,7 @@ def replay(model: torch.nn.Module, tokens: np.ndarray, entries, header: dict, *,
     CPU fp32 eval replays to ~1e-6; bf16 GPU evals need ~1e-3). Chunks scored after adaptation
     cannot be replayed. Replays at most `budget_tokens` token-forwards, the first chunk always.
     """
-    from pgolf.eval.scoring import score_windows
-    from pgolf.eval.windows import document_segments, sliding_windows
-
-    cfg = header.get("config") if isinstance(header.get("config"), dict) else {}
+    cfg = c if isinstance(c := header.get("config"), dict) else {}
     seq_len = int(header.get("seq_len") or cfg.get("seq_len") or 0)
     stride = int(header.get("stride") or (seq_len if cfg.get("mode") == "plain" else cfg.get("stride") or 0))
     initial = header.get("params_initial")
@@ -288,7 +286,7 @@ def replay(model: torch.nn.Module, tokens: np.ndarray, entries, header: dict, *,
         need = int((windows[:, 2] - windows[:, 0]).sum())
         if done and cost + need > budget_tokens:
             break
-        losses = score_windows(model.token_nll, stream_t, windows, seq_len=seq_len, batch_seqs=16, autocast=False)
+        losses = score_windows(token_nll_of(model), stream_t, windows, seq_len=seq_len, batch_seqs=16, autocast=False)
         mean_replay = float(losses.double().sum()) / e.count
         mean_ledger = e.nll_sum / e.count
         err = abs(mean_replay - mean_ledger)

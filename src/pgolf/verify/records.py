@@ -74,6 +74,10 @@ def seed_record(seed: SeedEvidence) -> SeedRecord:
     totals = ledger_totals(seed)
     ev = seed.stage("eval")
     em = ev.metrics if ev is not None else {}
+    loss: float | None
+    bpb: float | None
+    tokens: int | None
+    nbytes: int | None
     if totals is not None:
         loss, bpb, tokens, nbytes, source = totals.val_loss, totals.val_bpb, totals.tokens, totals.bytes, "ledger"
     else:

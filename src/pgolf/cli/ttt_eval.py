@@ -26,7 +26,7 @@ class Mode(str, enum.Enum):
            "  torchrun --standalone --nproc_per_node=8 -m pgolf ttt-eval runs/r1/pack --data DIR --mode ttt\n\n"
            "  pgolf ttt-eval runs/r1/pack --data DIR --mode ttt --set time_budget_s=180 --set ttt.epochs=1",
 )
-def evaluate_command(
+def ttt_eval_command(
     pack: Annotated[Path, typer.Argument(help="A pack directory (`pgolf pack`): its model.bin is what is scored.")],
     data: Annotated[Path | None, typer.Option(help="The data directory whose val split is scored (default: the "
                                                    "challenge's ./data/datasets/fineweb10B_sp1024).")] = None,
@@ -56,8 +56,7 @@ def evaluate_command(
         from pgolf.stages import ttt_eval as stage
 
         # The evaluation pack recorded for the artifact (what its train_gpt.py runs) is the starting point.
-        cfg = stage.load_config(config, set_ or [], mode.value if mode is not None else None,
-                                base=stage.pack_eval_table(pack))
+        cfg = stage.load_config(config, set_ or [], mode.value if mode is not None else None, pack=pack)
         out = out if out is not None else stage.default_out(pack)
         manifest = stage.run(cfg, pack, data, out, tokenizer=tokenizer, device=device, compare_plain=compare_plain,
                              force=force, started=started)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pgolf.artifacts import MANIFEST, atomic_write_bytes, read_manifest
+from pgolf.artifacts import MANIFEST, atomic_write_bytes, read_manifest, sha256_file
 from pgolf.data import shards
 from pgolf.errors import DataError
 
 SPLITS = ("train", "val")
 SHARD_RE = re.compile(r"^fineweb_(train|val)_(\d{6})\.bin$")
 TOKENIZER_FILE = "tokenizer.model"
+# The files of a data directory that evaluation may read (rules DATA-5): val shards, sidecars, tokenizer.
+VAL_FILE_RE = re.compile(r"^(fineweb_val_\d{6}\.bin|bytes_val_\d{6}\.bin|tokenizer\.model)$")
 
 # The challenge's own layout; commands default to it when it exists in the working directory.
 CHALLENGE_DATA_DIR = Path("data/datasets/fineweb10B_sp1024")
@@ -33,12 +36,19 @@ def sidecar_name(index: int) -> str:
     return f"bytes_val_{index:06d}.bin"
 
 
+def _check_is_dir(path: Path) -> None:
+    if path.is_dir():
+        return
+    if path.exists():
+        raise DataError(f"--data {path} is a file, not a data directory",
+                        "pass the directory that holds the fineweb_*.bin shards (e.g. its parent)")
+    raise DataError(f"data directory {path} does not exist", "build one with `pgolf data build` or fix --data")
+
+
 def list_shards(directory: str | Path, split: str) -> list[Path]:
     """Sorted `fineweb_{split}_*.bin` files in `directory` (the challenge loader's glob, sorted by name)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"data directory {directory} does not exist",
-                        "build one with `pgolf data build` or pass --data")
+    _check_is_dir(directory)
     return sorted(directory.glob(f"fineweb_{split}_*.bin"))
 
 
@@ -158,8 +168,7 @@ def resolve_data_dir(data: str | Path | None, tokenizer: str | Path | None = Non
             raise DataError("no data directory given and ./data/datasets/fineweb10B_sp1024 does not exist",
                             "pass --data DIR (build one with `pgolf data build`)")
     path = Path(data)
-    if not path.is_dir():
-        raise DataError(f"data directory {path} does not exist", "build one with `pgolf data build` or fix --data")
+    _check_is_dir(path)
     manifest = read_manifest(path, "data") if (path / MANIFEST).is_file() else None
     tok: Path | None = Path(tokenizer) if tokenizer is not None else None
     if tok is None and (path / TOKENIZER_FILE).is_file():
@@ -172,3 +181,24 @@ def resolve_data_dir(data: str | Path | None, tokenizer: str | Path | None = Non
         raise DataError(f"{path} holds no fineweb_train_*.bin or fineweb_val_*.bin shards",
                         "build them with `pgolf data build`")
     return DataDir(path=path, tokenizer_path=tok, manifest=manifest)
+
+
+def check_val_files(directory: Path, manifest: Any) -> None:
+    """Rules DATA-1: the val shards, sidecars and tokenizer on disk are exactly those the data manifest
+    records (same names, sizes and sha256). Training shards are neither opened nor hashed (DATA-5)."""
+    listed = {e["path"]: e for e in manifest.files if VAL_FILE_RE.match(str(e.get("path", "")))}
+    fix = "rebuild the data directory with `pgolf data build` (or pass the directory the manifest describes)"
+    on_disk = {p.name for p in [*list_shards(directory, "val"), *directory.glob("bytes_val_*.bin")]}
+    extra = sorted(on_disk - set(listed))
+    if extra:
+        raise DataError(f"{directory} holds val files its manifest does not list ({', '.join(extra)}): the "
+                        "validation set is not the one the manifest describes (rules DATA-1)", fix)
+    if not any(name.startswith("fineweb_val_") for name in listed):
+        raise DataError(f"the data manifest in {directory} lists no val shard", fix)
+    for name, entry in sorted(listed.items()):
+        path = directory / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing (listed in {directory / MANIFEST})", fix)
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise DataError(f"{path} does not match the data manifest's sha256: modified or stale validation data "
+                            "(rules DATA-1)", fix)

@@ -47,7 +47,7 @@ MAKER = {
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_run_id() -> str:
@@ -80,9 +80,30 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Manifest:
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "manifest") -> Manifest:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        manifest = cls(**{k: v for k, v in raw.items() if k in names})
+        manifest.check_shape(source)
+        return manifest
+
+    def check_shape(self, source: str = "manifest") -> None:
+        """The JSON types the readers rely on; a hand-edited or forged manifest gets one clear line."""
+        fix = f"re-create it with {MAKER.get(str(self.kind), 'its pgolf command')}"
+        if not isinstance(self.kind, str):
+            raise ArtifactError(f"{source}: 'kind' is not a string", fix)
+        for key in ("config", "metrics", "timing", "code", "env"):
+            if not isinstance(getattr(self, key), dict):
+                raise ArtifactError(f"{source}: '{key}' is not an object", fix)
+        for key, fields in (("files", (("path", str), ("bytes", int), ("sha256", str))),
+                            ("inputs", (("kind", str), ("path", str), ("sha256", str)))):
+            entries = getattr(self, key)
+            if not isinstance(entries, list):
+                raise ArtifactError(f"{source}: '{key}' is not a list", fix)
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, dict) or any(not isinstance(entry.get(f), t) or isinstance(entry.get(f), bool)
+                                                      for f, t in fields):
+                    want = ", ".join(f for f, _ in fields)
+                    raise ArtifactError(f"{source}: {key}[{i}] is not an object with {want}", fix)
 
     def file(self, path: str) -> dict[str, Any]:
         for entry in self.files:
@@ -197,28 +218,43 @@ def read_manifest(directory: str | Path, kind: str | tuple[str, ...] | None = No
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise ArtifactError(f"{path} is not a pgolf manifest (schema is not '{SCHEMA}')")
     raw = migrate(raw, str(path))
-    manifest = Manifest.from_dict(raw)
+    manifest = Manifest.from_dict(raw, str(path))
     if kinds and manifest.kind not in kinds:
         raise ArtifactError(f"{directory} holds a '{manifest.kind}' artifact, expected {what}",
                             f"pass the directory written by {maker}")
     return manifest
 
 
-def check_files(directory: str | Path, manifest: Manifest) -> None:
-    """Every file the manifest lists exists with its recorded size and sha256."""
+def listed_path(directory: str | Path, entry: Mapping[str, Any]) -> Path:
+    """The file a manifest's `files` entry names, which must stay inside `directory`: a plain relative
+    path (no absolute path, no `..`), not a symbolic link, not reached through one."""
     directory = Path(directory)
+    rel = entry["path"]
+    parts = Path(rel).parts
+    fix = f"re-create {directory} with its pgolf command; a manifest only lists files inside its own directory"
+    if not parts or os.path.isabs(rel) or ".." in parts or "\\" in rel:
+        raise ArtifactError(f"{directory / MANIFEST} lists a file outside its directory ({rel!r})", fix)
+    path = directory / rel
+    if os.path.realpath(path) != os.path.join(os.path.realpath(directory), *parts):
+        raise ArtifactError(f"{directory / MANIFEST} lists {rel!r}, which is (or is reached through) a symbolic link",
+                            fix)
+    return path
+
+
+def check_files(directory: str | Path, manifest: Manifest) -> None:
+    """Every file the manifest lists exists inside `directory` with its recorded size and sha256."""
+    directory = Path(directory)
+    fix = f"re-create the artifact with {MAKER.get(manifest.kind, 'its pgolf command')}"
     for entry in manifest.files:
-        path = directory / entry["path"]
+        path = listed_path(directory, entry)
         if not path.is_file():
-            raise ArtifactError(f"{path} is missing (listed in {directory / MANIFEST})",
-                                f"re-create the artifact with {MAKER.get(manifest.kind, 'its pgolf command')}")
+            raise ArtifactError(f"{path} is missing (listed in {directory / MANIFEST})", fix)
         size = path.stat().st_size
         if size != entry["bytes"]:
             raise ArtifactError(f"{path} has {size} bytes, the manifest says {entry['bytes']} (truncated or modified)",
-                                f"re-create the artifact with {MAKER.get(manifest.kind, 'its pgolf command')}")
+                                fix)
         if sha256_file(path) != entry["sha256"]:
-            raise ArtifactError(f"{path} does not match its sha256 in the manifest (corrupt or modified)",
-                                f"re-create the artifact with {MAKER.get(manifest.kind, 'its pgolf command')}")
+            raise ArtifactError(f"{path} does not match its sha256 in the manifest (corrupt or modified)", fix)
 
 
 def input_entry(kind: str, target: str | Path, manifest_dir: str | Path) -> dict[str, Any]:
@@ -229,7 +265,20 @@ def input_entry(kind: str, target: str | Path, manifest_dir: str | Path) -> dict
 
 
 def resolve_input(manifest_dir: str | Path, entry: Mapping[str, Any]) -> Path:
-    return (Path(manifest_dir) / entry["path"]).resolve()
+    """The path an input entry names, relative to its manifest's directory. Writers only record relative
+    paths, so an absolute one is refused (a forged or hand-edited lineage), and so is a link: lineage
+    is followed through real files only."""
+    rel = entry["path"]
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        raise ArtifactError(f"{Path(manifest_dir) / MANIFEST} names its {entry.get('kind')} input by an absolute "
+                            f"path ({rel!r}); pgolf records inputs relative to the artifact",
+                            "re-create the artifact with its pgolf command")
+    # Lexical `..` on a resolved base is what the kernel does, so any link below it shows as a difference.
+    joined = Path(os.path.normpath(Path(os.path.realpath(manifest_dir)) / rel))
+    if os.path.realpath(joined) != str(joined):
+        raise ArtifactError(f"{Path(manifest_dir) / MANIFEST} names its {entry.get('kind')} input through a symbolic "
+                            f"link ({rel!r})", "keep the run's directories as real directories and re-create it")
+    return joined
 
 
 def check_input(manifest_dir: str | Path, entry: Mapping[str, Any]) -> Path:
@@ -246,17 +295,37 @@ def check_input(manifest_dir: str | Path, entry: Mapping[str, Any]) -> Path:
 # ----------------------------------------------------------------------------- stage directories
 
 
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
 def check_output(out: str | Path, kind: str, force: bool) -> None:
-    """Refuse to overwrite an existing artifact (or a non-empty directory) unless `force`."""
+    """`out` may be new, empty, or a `kind` artifact (replaced only with `force`); nothing else is ever replaced:
+    not a directory of files pgolf did not write, nor an artifact of another kind, even with `force`."""
     out = Path(out)
-    if not out.exists() or force:
+    if not out.exists() and not out.is_symlink():
         return
+    if out.is_symlink() or not out.is_dir():
+        raise ArtifactError(f"--out {out} is a {'link' if out.is_symlink() else 'file'}, not a directory",
+                            "choose another --out")
     if (out / MANIFEST).is_file():
-        raise ArtifactError(f"{out} already holds an artifact", "pass --force to replace it, or choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        raise ArtifactError(f"{out} exists and is not empty", "pass --force to replace it, or choose another --out")
-    if out.is_file():
-        raise ArtifactError(f"{out} is a file, not a directory", "choose another --out")
+        try:
+            held: str | None = read_manifest(out).kind
+        except ArtifactError:
+            held = None
+        if held != kind:
+            what = f"a '{held}'" if held else "an unreadable"
+            raise ArtifactError(f"--out {out} holds {what} artifact, and {MAKER.get(kind, 'this command')} writes "
+                                f"'{kind}' artifacts; it will not replace it",
+                                "choose another --out (or remove that directory yourself)")
+        if not force:
+            raise ArtifactError(f"--out {out} already holds {_a(kind)} artifact",
+                                "pass --force to replace it, or choose another --out")
+        return
+    if any(out.iterdir()):
+        raise ArtifactError(f"--out {out} is a directory of files pgolf did not write (no {MANIFEST}); "
+                            "pgolf will not replace it, even with --force",
+                            "choose another --out (or remove that directory yourself)")
 
 
 def publish_dir(work: Path, out: Path) -> None:

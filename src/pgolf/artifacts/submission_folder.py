@@ -21,8 +21,8 @@ from pgolf.errors import ArtifactError, NonCompliantError
 from pgolf.verify.checks import log_name, run_checks
 from pgolf.verify.codescan import parse_requirements
 from pgolf.verify.evidence import Evidence, FolderFacts
+from pgolf.verify.records_folder import SubmissionInfo, folder_files
 from pgolf.verify.results import CheckResult, failed
-from pgolf.verify.submission import SubmissionInfo, folder_files
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pgolf import __version__
-from pgolf.config import check
+from pgolf.config import check, to_dict
+from pgolf.eval.config import EvalConfig
+from pgolf.pack.config import PackConfig
+from pgolf.quant.config import QuantizeConfig
+from pgolf.train.config import TrainConfig
 from pgolf.verify import significance as sig
 from pgolf.verify.checks import NOT_CONFIG, code_groups, log_name
 from pgolf.verify.evidence import Evidence, SeedEvidence
@@ -34,6 +38,8 @@ from pgolf.verify.rules import RULESET, WARN
 
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SEED_KEYS = ("val_loss", "val_bpb", "artifact_bytes", "bytes_code", "steps", "train_time_s", "eval_time_s")
+# The config class of each stage whose settings the README shows as differences from the defaults.
+STAGE_CONFIGS: dict[str, type] = {"train": TrainConfig, "quant": QuantizeConfig, "eval": EvalConfig, "pack": PackConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,7 @@ class SubmissionInfo:
                   f"is required for --submission: pass --{key.replace('_', '-')} or set it in the [submission] "
                   "table of --submission-config")
         if not self.date:
-            object.__setattr__(self, "date", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"))
+            object.__setattr__(self, "date", _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"))
         check(bool(DATE.match(self.date)), "date", f"must be YYYY-MM-DD, got {self.date!r}")
 
     def folder_name(self) -> str:
@@ -126,23 +132,9 @@ def submission_json(ev: Evidence, results: Sequence[CheckResult], info: Submissi
 
 
 def _defaults(kind: str) -> dict[str, Any] | None:
-    """The default config of a stage as a dict (None when that config class is not available)."""
-    from pgolf import config as cfgmod
-
-    try:
-        if kind == "train":
-            from pgolf.train.config import TrainConfig as cls
-        elif kind == "quant":
-            from pgolf.quant.config import QuantizeConfig as cls
-        elif kind == "eval":
-            from pgolf.eval.config import EvalConfig as cls
-        elif kind == "pack":
-            from pgolf.pack.config import PackConfig as cls  # type: ignore[import-not-found]
-        else:
-            return None
-        return cfgmod.to_dict(cls())
-    except Exception:  # the stage's config class is missing or changed: show the full config
-        return None
+    """The default config of a stage as a dict (None for a stage without a config class: its config is shown whole)."""
+    cls = STAGE_CONFIGS.get(kind)
+    return to_dict(cls()) if cls is not None else None
 
 
 def non_default(config: Mapping[str, Any], defaults: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -22,6 +22,8 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
+import zstandard
+
 from pgolf.errors import DataError
 
 SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".txt")
@@ -50,38 +52,69 @@ def check_corpus_path(path: Path) -> str:
     return corpus_kind(path)
 
 
-def _zstd_lines(path: Path) -> Iterator[str]:
-    """Lines of a (multi-frame) zstd file; a truncated last frame is an error, not a silent EOF."""
-    import zstandard
+# One document (a JSON line, or a .txt file) larger than this is not text a tokenizer should see; it
+# also bounds what a small, highly compressed corpus file can make pgolf allocate.
+MAX_DOCUMENT_BYTES = 64 << 20
+# zstd input is fed in small pieces: one call's output is then bounded (at most 128 KiB per 3-byte
+# block), so a compression bomb is stopped by the document bound, not by running out of memory.
+_ZSTD_FEED = 4096
+
+
+def _zstd_chunks(path: Path) -> Iterator[bytes]:
+    """Decompressed pieces of a (multi-frame) zstd file; a truncated last frame is an error, not a silent EOF."""
 
     dctx = zstandard.ZstdDecompressor()
     obj, fed = dctx.decompressobj(), False
-    pending = b""
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            while chunk:
-                pending += obj.decompress(chunk)
-                fed = True
-                chunk = b""
-                if obj.eof:  # a frame ended; later bytes start the next frame
-                    chunk, obj, fed = obj.unused_data, dctx.decompressobj(), False
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8")
+        while block := f.read(1 << 20):
+            for i in range(0, len(block), _ZSTD_FEED):
+                chunk = block[i:i + _ZSTD_FEED]
+                while chunk:
+                    out = obj.decompress(chunk)
+                    fed = True
+                    chunk = b""
+                    if obj.eof:  # a frame ended; later bytes start the next frame
+                        chunk, obj, fed = obj.unused_data, dctx.decompressobj(), False
+                    if out:
+                        yield out
     if fed and not obj.eof:
         raise DataError(f"{path}: the zstd stream ends mid-frame (truncated file)", "re-download or re-create it")
-    if pending:
-        yield pending.decode("utf-8")
+
+
+def _file_chunks(path: Path, kind: str) -> Iterator[bytes]:
+    if kind == ".jsonl.zst":
+        yield from _zstd_chunks(path)
+        return
+    opener = gzip.open if kind == ".jsonl.gz" else open
+    with opener(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def _bounded_lines(chunks: Iterator[bytes], path: Path, limit: int) -> Iterator[str]:
+    """Lines of a byte stream, none longer than `limit` (checked as it grows, before it is joined)."""
+    parts: list[bytes] = []
+    size, lineno = 0, 1
+    for chunk in chunks:
+        pos = 0
+        while (end := chunk.find(b"\n", pos)) >= 0:
+            parts.append(chunk[pos:end])
+            yield b"".join(parts).decode("utf-8")
+            parts, size, lineno, pos = [], 0, lineno + 1, end + 1
+        rest = chunk[pos:]
+        if rest:
+            parts.append(rest)
+            size += len(rest)
+            if size > limit:
+                raise DataError(f"{path}:{lineno}: a line longer than {limit >> 20} MiB; this is not a corpus of "
+                                "JSON lines (or one document is far too large)",
+                                "split the document, or pass the right file")
+    if parts:
+        yield b"".join(parts).decode("utf-8")
 
 
 def _text_lines(path: Path) -> Iterator[str]:
-    kind = corpus_kind(path)
-    if kind == ".jsonl.zst":
-        yield from _zstd_lines(path)
-        return
-    opener = gzip.open if kind == ".jsonl.gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        yield from f
+    yield from _bounded_lines(_file_chunks(path, corpus_kind(path)), path, MAX_DOCUMENT_BYTES)
 
 
 def iter_file_documents(path: str | Path, text_field: str = "text") -> Iterator[str]:
@@ -90,6 +123,9 @@ def iter_file_documents(path: str | Path, text_field: str = "text") -> Iterator[
     kind = check_corpus_path(path)
     try:
         if kind == ".txt":
+            if path.stat().st_size > MAX_DOCUMENT_BYTES:
+                raise DataError(f"{path}: a .txt corpus is one document, and this one is over "
+                                f"{MAX_DOCUMENT_BYTES >> 20} MiB", "split it into .jsonl documents")
             with open(path, encoding="utf-8") as f:
                 yield f.read()
             return
