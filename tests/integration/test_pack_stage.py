@@ -42,7 +42,8 @@ def test_the_tiny_model_packs_within_the_budget(pack_dir, quant_dir):
     assert "pgolf.pack.program" in report["modules"] and "pgolf.stages.pack" not in report["modules"]
     assert code.isascii() and len(code.splitlines()) == 2 and metrics["trainable"] is True
     # every byte counts (CPU track: 1,000,000 bytes in all): a file that grows should be noticed
-    assert len(code) < 64_000
+    # (64,489 with Parallel Muon, the shape-checked model build and bounded decoding in the training code)
+    assert len(code) < 66_000
     doc = json.loads(invoke("pack", quant_dir, "--out", pack_dir.parent / "p-json", "--codec", "zstd",
                             "--set", "trainable=false", "--json").stdout)
     assert list(doc) == list(JSON_KEYS) and doc["codec"] == "zstd" and doc["fits"] is True

@@ -211,6 +211,26 @@ def test_calibration_on_validation_data(run):
     assert result.exit_code == 3 and "DATA-7" in failing(doc)
 
 
+def test_an_edited_training_clock_disagrees_with_the_runs_logs(run):
+    """train_time_s lowered in the manifest (re-hashed downstream) while metrics.jsonl and log.txt
+    keep the real clock: TIME-1 names the disagreement."""
+    edit_manifest(run / "train", lambda m: m["timing"].update(train_time_s=m["timing"]["train_time_s"] / 4 - 1))
+    rehash(run, ("train", "quant", "pack", "eval"))
+    result, doc = verify(run)
+    assert result.exit_code == 3 and "TIME-1" in failing(doc)
+    assert "records disagree" in " ".join(c["detail"] for c in doc["checks"] if c["id"] == "TIME-1")
+
+
+def test_an_env_claiming_a_gpu_beside_a_cpu_torch(run):
+    def claim_h100(m):  # the torch field stays what a CPU machine records
+        m["env"].update(device="cuda", gpu="NVIDIA H100 80GB HBM3", gpu_count=8, world_size=8, torch="2.13.0+cpu")
+    edit_manifest(run / "train", claim_h100)
+    rehash(run, ("train", "quant", "pack", "eval"))
+    result, doc = verify(run)
+    assert result.exit_code == 3 and "TIME-4" in failing(doc)
+    assert "torch is a CPU build" in " ".join(c["detail"] for c in doc["checks"] if c["id"] == "TIME-4")
+
+
 def _reseed(run, seed):
     def set_seed(m):
         m["seed"] = seed

@@ -217,6 +217,29 @@ class SilentAdapter(PeekingAdapter):
             next(self.model.parameters()).add_(1e-3)
 
 
+class PrivateReadAdapter(PeekingAdapter):
+    """Reaches past the public API: records what the view's private token buffer holds beyond the
+    committed prefix (the next, unscored chunk)."""
+
+    def __init__(self):
+        self.seen: list[torch.Tensor] = []
+
+    def adapt(self, view, chunk):
+        held = view._CommittedView__tokens  # name-mangled private attribute
+        self.seen.append(held[chunk.end + 1 : chunk.end + 41].clone())
+        view.take([(0, 5)])  # a legal read, so the run goes on
+
+
+def test_no_object_the_adapter_reaches_holds_unscored_tokens():
+    tokens = stream(130)
+    spy = PrivateReadAdapter()
+    run(ConvLM(), tokens, adapter=spy)
+    assert spy.seen, "the adapter was never called"
+    for held in spy.seen:  # zeros where the stream has the unscored chunk's tokens
+        assert not held.any(), held
+    assert torch.as_tensor(tokens[41:81]).any()
+
+
 def test_reading_an_unscored_token_is_stopped():
     with pytest.raises(LegalityError, match=r"only \[0, 40\) are scored"):
         run(ConvLM(), stream(130), adapter=PeekingAdapter())

@@ -131,6 +131,31 @@ def test_time_4_record_hardware_on_the_record_track():
     assert verdicts(ev, "TIME-4") == {"PASS", "WARN"}
 
 
+def test_time_1_manifest_clock_must_agree_with_the_runs_own_logs():
+    """A train_time_s edited below the limit while metrics.jsonl and log.txt say otherwise."""
+    ev = legal_evidence()
+    seconds = ev.seeds[0].stages["train"].manifest["timing"]["train_time_s"]
+    ev.seeds[0].train_clocks = {"metrics.jsonl": seconds + 0.2, "log.txt": seconds}  # legal: within rounding
+    assert "FAIL" not in verdicts(ev, "TIME-1")
+    ev.seeds[0].train_clocks = {"metrics.jsonl": 642.5, "log.txt": 642.5}
+    assert verdicts(ev, "TIME-1") == {"FAIL"}
+    assert "metrics.jsonl says 642.500 s" in detail(ev, "TIME-1") and "records disagree" in detail(ev, "TIME-1")
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ({"torch": "2.11.0+cpu"}, "torch is a CPU build"),
+    ({"device": "cpu"}, "the device is cpu"),
+    ({"gpu_count": 1}, "world size 8 on 1 GPU"),
+])
+def test_time_4_an_env_that_contradicts_itself_fails(edit, needle):
+    """Even off the record track's hardware rule (a development run judged on its own terms)."""
+    ev = legal_evidence()
+    ev.seeds[0].stages["train"].manifest["env"].update(edit)
+    assert "FAIL" in verdicts(ev, "TIME-4") and needle in detail(ev, "TIME-4")
+    ev.options = Options(track=TRACKS["cpu-golf"])  # a track without a hardware rule
+    assert "FAIL" in verdicts(ev, "TIME-4")
+
+
 def test_non_record_track_lowers_time_rules():
     ev = legal_evidence(track=TRACKS["non_record_16mb"], strict=True)
     ev.seeds[0].stages["train"].manifest["env"]["world_size"] = 4
@@ -166,6 +191,8 @@ def test_data_1_warns_when_val_is_not_the_challenge_set():
     assert "WARN" in verdicts(ev, "DATA-1") and "50,000" in detail(ev, "DATA-1")
     ev.options = Options(track=TRACKS["cpu-golf"])
     assert verdicts(ev, "DATA-1") == {"PASS"}
+    ev.options = Options(track=TRACKS["10min_16mb"], strict=True)  # a record claim on a small val set
+    assert "FAIL" in verdicts(ev, "DATA-1") and "not comparable" in detail(ev, "DATA-1")
 
 
 def test_data_2_train_shards_from_doc_10000_overlap_val():

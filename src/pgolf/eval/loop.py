@@ -160,6 +160,10 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
     stopped_at: int | None = None
     dirty = False  # the adapter changed something since the last reset
     current = initial  # the checksum of the state as it is now
+    # What adapters can reach: the committed prefix only, copied in chunk by chunk as it is scored.
+    # The view never holds the stream itself, so nothing an adapter can reach through it (private
+    # attributes included) holds an unscored token.
+    committed = torch.zeros_like(stream) if adapter is not None else stream
 
     try:
         for k, (c0, c1, seg) in enumerate(chunks.tolist()):
@@ -184,6 +188,8 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
                 raise LegalityError(f"parameters changed while chunk {k} (positions [{c0}, {c1})) was scored: "
                                     "scoring must not adapt (rules TTT-1)")
             entry = ledger.commit(c0, c1, losses.numpy(), token_bytes[c0 + 1 : c1 + 1], current, after, reset=reset)
+            if adapter is not None:  # positions [c0, c1) are scored: their inputs and targets are now readable
+                committed[c0 : c1 + 1] = stream[c0 : c1 + 1]
 
             if adapter is not None:
                 if k == num_chunks - 1 or c1 == seg_end:
@@ -199,7 +205,7 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
                     else:
                         progress = c0 / num_positions if cfg.doc_independent else k / max(num_chunks - 1, 1)
                         floor = seg_start if cfg.doc_independent else 0
-                        view = CommittedView(stream, ledger, device, world, floor=floor)
+                        view = CommittedView(committed, ledger, device, world, floor=floor)
                         try:
                             adapter.adapt(view, ChunkInfo(k, c0, c1, num_chunks, progress))
                         finally:

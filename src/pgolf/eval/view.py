@@ -29,7 +29,9 @@ class CommittedView:
 
     def __init__(self, tokens: torch.Tensor, ledger: ScoreLedger, device: torch.device,
                  world: World = World(), floor: int = 0):
-        self.__tokens = tokens  # never handed out: only copies of committed spans leave the view
+        # The loop passes a buffer holding only the committed prefix (zeros beyond it), so not even this
+        # private attribute holds an unscored token; and it is never handed out, only copies of spans.
+        self.__tokens = tokens
         self._ledger = ledger
         self._device = device
         self._world = world

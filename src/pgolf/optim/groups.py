@@ -10,6 +10,8 @@
 
 Adam groups become AdamW when `adam_wd > 0` (decoupled, multiplied by the scheduled lr, §4.6).
 Each group keeps its `base_lr`; `OptimizerSet.set_lr_multiplier` writes `lr = base_lr * mult`.
+`optimizer = "parallel_muon"` puts the matrices on ParallelMuon (parallel_muon.py) instead of Muon;
+under torch.distributed the training loop then steps through `OptimizerSet.reduce_and_step`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from pgolf.optim.muon import Muon
+from pgolf.optim.parallel_muon import ParallelMuon, average_gradients
 
 GROUPS = ("embed", "head", "matrix", "scalar")
 
@@ -44,6 +47,10 @@ class OptimSettings:
     muon_wd: float = 0.0
     muon_variant: str = "standard"
     ns_coefficients: str = "baseline"
+    optimizer: str = "muon"
+
+
+MATRIX_OPTIMIZERS = {"muon": Muon, "parallel_muon": ParallelMuon}
 
 
 def _default_classifier() -> Callable[[str], str]:
@@ -82,9 +89,9 @@ class OptimizerSet:
     names: dict[str, list[str]] = field(default_factory=dict)
 
     @property
-    def muon(self) -> Muon | None:
+    def muon(self) -> Muon | ParallelMuon | None:
         opt = self.optimizers.get("matrix")
-        return opt if isinstance(opt, Muon) else None
+        return opt if isinstance(opt, Muon | ParallelMuon) else None
 
     def __iter__(self) -> Iterator[torch.optim.Optimizer]:
         return iter(self.optimizers.values())
@@ -95,6 +102,50 @@ class OptimizerSet:
 
     def step(self) -> None:
         for opt in self:
+            opt.step()
+
+    def reduce_and_step(self, grad_clip: float = 0.0) -> None:
+        """The step of a model that is not under DDP (ParallelMuon under torch.distributed), each rank
+        holding its own gradients: ParallelMuon's reduce-scatters start first (biggest bank first),
+        then one asynchronous all-reduce averages every other parameter's gradient (embeddings,
+        scalars, head). Without clipping, ParallelMuon's Newton-Schulz work runs while that
+        all-reduce is in flight, and the Adam steps follow it. With `grad_clip > 0` every reduction
+        is waited for first, so the norm is the global norm of the averaged gradients, as DDP +
+        `clip_grad_norm_` computes it, and every gradient is scaled by the same coefficient."""
+        import torch.distributed as dist
+
+        matrix = self.optimizers.get("matrix")
+        parallel = matrix if isinstance(matrix, ParallelMuon) else None
+        if parallel is not None:
+            parallel.reduce_gradients()
+        others = [opt for opt in self if opt is not parallel]
+        replicated = [p for opt in others for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        wait = average_gradients(replicated)
+        if grad_clip > 0:
+            wait()
+            sq = torch.zeros((), device=replicated[0].device if replicated else None)
+            for p in replicated:  # the same on every rank after the all-reduce
+                assert p.grad is not None
+                sq = sq + p.grad.to(torch.promote_types(p.grad.dtype, torch.float32)).square().sum()
+            if parallel is not None:
+                shard_sq = parallel.grad_sq_norm()
+                if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                    dist.all_reduce(shard_sq, op=dist.ReduceOp.SUM)
+                sq = sq.to(shard_sq.device) + shard_sq
+            coef = (grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # torch.nn.utils.clip_grad_norm_'s rule
+            for p in replicated:
+                assert p.grad is not None
+                p.grad.mul_(coef.to(p.grad.dtype))
+            if parallel is not None:
+                parallel.scale_grads(coef)
+                parallel.step()
+            for opt in others:
+                opt.step()
+            return
+        if parallel is not None:
+            parallel.step()
+        wait()
+        for opt in others:
             opt.step()
 
     def set_lr_multiplier(self, mult: float) -> None:
@@ -137,9 +188,12 @@ def build_optimizers(model: nn.Module, s: OptimSettings, tied_embeddings: bool,
         if not params:
             continue
         if key == "matrix":
-            opts[key] = Muon([{"params": params, "base_lr": s.matrix_lr}], lr=s.matrix_lr, momentum=s.muon_momentum,
-                             weight_decay=s.muon_wd, ns_steps=s.muon_backend_steps,
-                             ns_coefficients=s.ns_coefficients, variant=s.muon_variant, ns_dtype=ns_dtype)
+            if s.optimizer not in MATRIX_OPTIMIZERS:
+                raise ValueError(f"unknown optimizer {s.optimizer!r}; one of {sorted(MATRIX_OPTIMIZERS)}")
+            cls = MATRIX_OPTIMIZERS[s.optimizer]
+            opts[key] = cls([{"params": params, "base_lr": s.matrix_lr}], lr=s.matrix_lr, momentum=s.muon_momentum,
+                            weight_decay=s.muon_wd, ns_steps=s.muon_backend_steps,
+                            ns_coefficients=s.ns_coefficients, variant=s.muon_variant, ns_dtype=ns_dtype)
         else:
             opts[key] = _adam(params, lrs[key], s)
     return OptimizerSet(opts, {key: [n for n, _ in split[key]] for key in GROUPS})

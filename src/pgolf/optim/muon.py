@@ -23,6 +23,7 @@ Under torch.distributed (gradients already averaged by DDP), every rank updates 
 buffer (cheap, and it keeps the full optimizer state on every rank for checkpoints), but runs the
 Newton-Schulz iteration only for matrices i with i % world_size == rank; one all-reduce (SUM) of a
 flat buffer of updates, zero elsewhere, gives every rank every update, exactly (as the baseline).
+ParallelMuon (parallel_muon.py) applies the same update with sharded state and without DDP.
 """
 
 from __future__ import annotations
@@ -78,6 +79,42 @@ def default_ns_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+# The pieces Muon and ParallelMuon (parallel_muon.py) share, so the two apply one update rule.
+
+def muon_defaults(lr: float, momentum: float, nesterov: bool, weight_decay: float, ns_steps: int,
+                  ns_coefficients: str, variant: str, eps: float) -> dict:
+    """The param-group defaults of a Muon optimizer, after checking the names of the options."""
+    if ns_coefficients not in NS_COEFFICIENTS:
+        raise ValueError(f"unknown Newton-Schulz coefficients {ns_coefficients!r}; one of {sorted(NS_COEFFICIENTS)}")
+    if variant not in MUON_VARIANTS:
+        raise ValueError(f"unknown Muon variant {variant!r}; one of {MUON_VARIANTS}")
+    return dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
+                ns_coefficients=ns_coefficients, variant=variant, eps=eps)
+
+
+def check_matrices(param_groups: list[dict], name: str = "Muon") -> None:
+    for group in param_groups:
+        for p in group["params"]:
+            if p.ndim != 2:
+                raise ValueError(f"{name} only takes 2-D parameters, got shape {tuple(p.shape)}")
+
+
+def orthogonalized(g: Tensor, buf: Tensor, group: dict, dtype: torch.dtype) -> Tensor:
+    """The update of one matrix from its gradient `g` and its (already updated) momentum buffer."""
+    u = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+    if group["variant"] == "eq_r":  # MuonEq-R: equalize row norms before orthogonalizing (PR #1217)
+        u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-7)
+    return newton_schulz(u, group["ns_steps"], group["ns_coefficients"], group["eps"], dtype)
+
+
+def apply_update(p: Tensor, u: Tensor, lr: float, wd: float) -> None:
+    """W <- W (1 - lr wd) - lr sqrt(max(1, rows / cols)) u, in place (u has p's shape)."""
+    if wd != 0.0:
+        p.mul_(1.0 - lr * wd)
+    # Scale so the update's RMS does not shrink for tall matrices (Muon reference implementations).
+    p.add_(u, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+
+
 class Muon(torch.optim.Optimizer):
     """Muon for 2-D parameters; one group option set per param group (lr, momentum, weight_decay, ...).
 
@@ -89,18 +126,10 @@ class Muon(torch.optim.Optimizer):
                  nesterov: bool = True, weight_decay: float = 0.0, ns_steps: int = 5,
                  ns_coefficients: str = "baseline", variant: str = "standard", ns_dtype: torch.dtype | None = None,
                  eps: float = 1e-7):
-        if ns_coefficients not in NS_COEFFICIENTS:
-            raise ValueError(f"unknown Newton-Schulz coefficients {ns_coefficients!r}; one of {sorted(NS_COEFFICIENTS)}")
-        if variant not in MUON_VARIANTS:
-            raise ValueError(f"unknown Muon variant {variant!r}; one of {MUON_VARIANTS}")
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
-                        ns_coefficients=ns_coefficients, variant=variant, eps=eps)
-        super().__init__(params, defaults)
+        super().__init__(params, muon_defaults(lr, momentum, nesterov, weight_decay, ns_steps, ns_coefficients,
+                                               variant, eps))
         self.ns_dtype = ns_dtype
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.ndim != 2:
-                    raise ValueError(f"Muon only takes 2-D parameters, got shape {tuple(p.shape)}")
+        check_matrices(self.param_groups, type(self).__name__)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -122,12 +151,8 @@ class Muon(torch.optim.Optimizer):
                 flat = torch.cat([u.reshape(-1) for u in updates])
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
                 updates = list(flat.split([p.numel() for p in params]))
-            lr, wd = group["lr"], group["weight_decay"]
             for p, u in zip(params, updates):
-                if wd != 0.0:
-                    p.mul_(1.0 - lr * wd)
-                # Scale so the update's RMS does not shrink for tall matrices (Muon reference implementations).
-                p.add_(u.view_as(p), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+                apply_update(p, u.view_as(p), group["lr"], group["weight_decay"])
         return loss
 
     def _updates(self, group: dict, params: list[Tensor], rank: int, world: int) -> list[Tensor]:
@@ -146,8 +171,5 @@ class Muon(torch.optim.Optimizer):
             if i % world != rank:
                 out.append(torch.zeros(p.shape, device=p.device, dtype=dtype))
                 continue
-            u = g.add(buf, alpha=mu) if group["nesterov"] else buf
-            if group["variant"] == "eq_r":  # MuonEq-R: equalize row norms before orthogonalizing (PR #1217)
-                u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-7)
-            out.append(newton_schulz(u, group["ns_steps"], group["ns_coefficients"], group["eps"], dtype))
+            out.append(orthogonalized(g, buf, group, dtype))
         return out

@@ -112,6 +112,8 @@ def guard_inputs(out: Path, inputs: Sequence[str | Path]) -> None:
 
 
 def lock_path(out: Path) -> Path:
+    """`.NAME.lock` beside `out` (for `.` or `..`, beside the directory they name)."""
+    out = Path(os.path.abspath(out))
     return out.parent / f".{out.name}.lock"
 
 

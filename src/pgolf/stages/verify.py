@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from pgolf.artifacts import MANIFEST, Manifest
 from pgolf.artifacts import data as datadir
 from pgolf.artifacts import submission_folder as writer
 from pgolf.artifacts.evaluation import LEDGER_NAMES, read_ledger
+from pgolf.artifacts.model import LOG_FILE, METRICS_FILE
 from pgolf.artifacts.packed import CODE_FILE, MODEL_FILE, load_packed_model
 from pgolf.artifacts.run_record import RUN_FILE, RUN_FORMAT, launch_config_sha256
 from pgolf.data.tokenizer import load_tokenizer
@@ -306,6 +308,8 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
     train = seed.stages.get("train")
     if train is not None:
         seed.launch = read_launch(train)
+        if train.manifest is not None:
+            seed.train_clocks = read_train_clocks(Path(train.dir))
     ev = seed.stages.get("eval")
     if ev is not None and ev.manifest is not None:
         seed.ledger = _read_ledger(dirs["eval"], ev)
@@ -329,6 +333,38 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
             bos = int(data.metrics.get("bos_id", 1)) if data is not None and data.manifest else 1
             _probes(dirs["pack"], tokens, bos, probe_cfg, seed)
     return seed
+
+
+_TRAIN_TIME = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
+MAX_LOG_BYTES = 64 << 20  # a training log of a 10-minute run is well under a megabyte
+
+
+def read_train_clocks(train_dir: Path) -> dict[str, float]:
+    """The training seconds the train artifact's own logs record (TIME-1 compares them with its manifest):
+    metrics.jsonl's end event and log.txt's last `train_time:...ms`. Unreadable or absent: left out."""
+    clocks: dict[str, float] = {}
+    for name in (METRICS_FILE, LOG_FILE):
+        path = train_dir / name
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_LOG_BYTES:
+                continue
+            lines = path.read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in reversed(lines):
+            if name == METRICS_FILE:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("event") == "end" \
+                        and isinstance(event.get("train_time_s"), (int, float)):
+                    clocks[name] = float(event["train_time_s"])
+                    break
+            elif (m := _TRAIN_TIME.search(line)) is not None:
+                clocks[name] = float(m.group(1)) / 1000
+                break
+    return clocks
 
 
 def read_launch(train: StageFacts) -> LaunchFacts | None:

@@ -101,6 +101,13 @@ class TrainConfig:
     """"eq_r": MuonEq-R, rows of the update equalized before Newton-Schulz (PR #1217, #1406)."""
     ns_coefficients: Literal["baseline", "polar_express"] = "baseline"
     """Newton-Schulz coefficients: the baseline quintic or Polar Express (arXiv:2505.16932, PR #1344)."""
+    optimizer: Literal["muon", "parallel_muon"] = "muon"
+    """The matrices' optimizer. "muon": Muon under DDP (each rank orthogonalizes every W-th matrix,
+    one all-reduce shares the updates). "parallel_muon": Parallel Muon (PR #1216), the same update;
+    under torchrun the model is not wrapped in DDP: matrices of one shape are banked, their gradients
+    reduce-scattered, each rank keeps the momentum of and orthogonalizes its shard, the updates are
+    all-gathered; the other gradients are all-reduced meanwhile. For several GPUs; one process runs
+    Muon's arithmetic either way."""
     grad_clip: float = 0.0
     """Global gradient-norm clip; 0 = off (0.3 from PR #162 on)."""
 

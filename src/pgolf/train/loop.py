@@ -11,7 +11,11 @@ It re-states the baseline's loop (techniques.md §3.5) with the later records' s
   depth recurrence from their start fractions; after it: EMA update, SWA snapshot (of the EMA
   weights when both are on), logging, validation, checkpoint;
 - at the end the SWA average, else the EMA, else the final weights are loaded into the model and
-  validated on the whole validation split.
+  validated on the whole validation split;
+- under torch.distributed the model runs under DDP, except with `optimizer = "parallel_muon"`: then
+  each rank keeps its own gradients through the micro-steps and `OptimizerSet.reduce_and_step`
+  reduces them (reduce-scatter for the Muon banks, all-reduce for the rest), clips by the global
+  norm of the averaged gradients and steps.
 
 The stage supplies everything that touches disk or the terminal through `Hooks`: events (dicts that
 become metrics.jsonl and log.txt lines), checkpoints (a `TrainState` to serialize), and an interrupt
@@ -33,6 +37,7 @@ from torch import nn
 
 from pgolf.data.stream import StreamPosition, TokenBatches, TokenStream
 from pgolf.optim.groups import OptimizerSet, build_optimizers
+from pgolf.optim.parallel_muon import broadcast_parameters
 from pgolf.optim.schedules import lr_multiplier, muon_momentum, swa_collects, switched_on, training_progress
 from pgolf.runtime.device import autocast, synchronize
 from pgolf.runtime.dist import SINGLE, DistInfo
@@ -147,6 +152,10 @@ class _Trainer:
             model, cfg, batches, rt, val, hooks, clock)
         self.accum = cfg.grad_accum(rt.dist.world_size)
         self.opts: OptimizerSet = build_optimizers(model, cfg.optim_settings(), cfg.model.tie_embeddings)
+        # Parallel Muon under torch.distributed: no DDP; gradients are reduced by the optimizers' step.
+        self.ddp = rt.dist.distributed and cfg.optimizer != "parallel_muon"
+        if rt.dist.distributed and not self.ddp:
+            broadcast_parameters(model)  # every rank starts from rank 0's weights, as DDP's wrapping ensures
         self.runner = self._make_runner(cfg.compile)
         self.qat_bits = cfg.qat_bits.as_mapping()
         self.qat_on = False
@@ -163,7 +172,7 @@ class _Trainer:
         runner: nn.Module = _LossModule(self.model)
         if compiled:
             runner = torch.compile(runner, dynamic=False)  # type: ignore[assignment]  # a Module compiles to a Module
-        if self.rt.dist.distributed:
+        if self.ddp:
             runner = wrap_ddp(runner, self.rt.device)
         return runner
 
@@ -199,16 +208,19 @@ class _Trainer:
             x = torch.from_numpy(x_np).to(rt.device, non_blocking=True)
             y = torch.from_numpy(y_np).to(rt.device, non_blocking=True)
             sync_now = micro == self.accum - 1
-            ctx = (cast("DistributedDataParallel", self.runner).no_sync() if (rt.dist.distributed and not sync_now)
+            ctx = (cast("DistributedDataParallel", self.runner).no_sync() if (self.ddp and not sync_now)
                    else contextlib.nullcontext())
             with ctx:
                 with autocast(rt.device, rt.amp_dtype):
                     loss = self.runner(x, y)
                 (loss * (1.0 / self.accum)).backward()
             total += loss.detach()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opts.step()
+        if rt.dist.distributed and not self.ddp:
+            self.opts.reduce_and_step(cfg.grad_clip)  # reduce, clip by the global norm, step
+        else:
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.opts.step()
         self.opts.zero_grad()
         return total / self.accum
 
@@ -355,8 +367,10 @@ class _Trainer:
                     self.hooks.on_event({"event": "swa_start", "step": self.step, "lr_mult": mult})
                 self.swa.add(self.ema.averaged_state(self.model) if self.ema is not None else self.model.state_dict())
 
-            reached_cap, interrupted = self._all_ranks_flag(cfg.max_seconds > 0 and elapsed >= cfg.max_seconds,
-                                                             self.hooks.interrupted())
+            # All ranks agree on the checkpoint time too: capturing ParallelMuon's state is a collective.
+            reached_cap, interrupted, ckpt_time = self._all_ranks_flag(
+                cfg.max_seconds > 0 and elapsed >= cfg.max_seconds, self.hooks.interrupted(),
+                ckpt_every > 0 and time.monotonic() - last_ckpt >= ckpt_every)
             last = reached_cap or self.step >= cfg.iterations
             if self.step <= 10 or last or interrupted or (cfg.log_every > 0 and self.step % cfg.log_every == 0):
                 self.last_loss = self._mean_over_ranks(loss)
@@ -373,8 +387,7 @@ class _Trainer:
                 stop_reason = "wallclock"
 
             periodic_val = self.val is not None and cfg.val_every > 0 and self.step % cfg.val_every == 0 and not last
-            checkpoint_due = (self.hooks.on_checkpoint is not None and not last
-                              and (interrupted or (ckpt_every > 0 and time.monotonic() - last_ckpt >= ckpt_every)))
+            checkpoint_due = self.hooks.on_checkpoint is not None and not last and (interrupted or ckpt_time)
             if periodic_val or checkpoint_due or last or interrupted:
                 synchronize(rt.device)
                 self.train_time_s += clock() - t0  # the clock pauses here

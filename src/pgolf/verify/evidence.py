@@ -259,6 +259,9 @@ class SeedEvidence:
     probes: list[ProbeFacts] | None = None  # None: --probe not given
     probe_claims_isolation: bool = False
     problems: list[str] = dataclasses.field(default_factory=list)  # lineage that could not be followed
+    # The training clock as the train artifact's own logs record it, to cross-check its manifest:
+    # {"metrics.jsonl": seconds of its end event, "log.txt": seconds of its last train_time line}.
+    train_clocks: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def stage(self, kind: str) -> StageFacts | None:
         return self.stages.get(kind)

@@ -39,8 +39,25 @@ def code_groups(ev: Evidence) -> list[tuple[str, CodeScan]]:
     return [(", ".join(names), _scan_text(text)) for text, names in groups.items()]
 
 
+def env_contradictions(env: Mapping[str, Any]) -> list[str]:
+    """What a stage's `env` says that its own other fields deny: `env_info` writes them together, so a
+    contradiction means the record was edited (a GPU claimed beside a CPU build of torch)."""
+    problems = []
+    device = str(env.get("device") or "")
+    torch_v = str(env.get("torch") or "")
+    claims_gpu = device.startswith("cuda") or bool(env.get("gpu"))
+    if claims_gpu and "+cpu" in torch_v:
+        problems.append(f"a GPU is claimed ({env.get('gpu') or device}) but torch is a CPU build ({torch_v})")
+    if env.get("gpu") and not device.startswith("cuda"):
+        problems.append(f"a GPU ({env['gpu']}) is named but the device is {device or 'not recorded'}")
+    count, ws = env.get("gpu_count"), env.get("world_size")
+    if device.startswith("cuda") and isinstance(count, int) and isinstance(ws, int) and ws > count:
+        problems.append(f"world size {ws} on {count} GPU(s): one process per GPU is the only layout pgolf runs")
+    return problems
+
+
 def hardware(env: Mapping[str, Any]) -> tuple[bool, str]:
-    """(is 8xH100 with world size 8, a description)."""
+    """(is 8xH100 with world size 8 and a self-consistent record, a description)."""
     ws = env.get("world_size")
     gpu = str(env.get("gpu") or "")
     device = str(env.get("device") or "?")
@@ -48,7 +65,7 @@ def hardware(env: Mapping[str, Any]) -> tuple[bool, str]:
         desc = f"{env.get('gpu_count', '?')}x {gpu}, world size {ws}"
     else:
         desc = f"{device}{' (' + str(env['cpu']) + ')' if env.get('cpu') else ''}, world size {ws}"
-    return ("H100" in gpu and ws == 8), desc
+    return ("H100" in gpu and ws == 8 and not env_contradictions(env)), desc
 
 
 def stage_of(seed: SeedEvidence, kind: str) -> StageFacts | None:

@@ -57,9 +57,11 @@ def validation_set(ev: Evidence) -> Results:
         out.append(result("DATA-1", PASS, f"{s.name}: {n(facts.val_tokens)} val tokens, documents [0, {n(docs)}), "
                                           "shards and sidecar as the data manifest records them"))
         if ev.options.track.canonical_val and docs != CANONICAL_VAL_DOCS:
-            out.append(result("DATA-1", WARN, f"{s.name}: val is the first {n(docs)} documents of "
-                                              f"{_corpus(d)}; the challenge's is the first {n(CANONICAL_VAL_DOCS)} "
-                                              "FineWeb documents: scores are not comparable"))
+            what = (f"{s.name}: val is the first {n(docs)} documents of {_corpus(d)}; the challenge's is the first "
+                    f"{n(CANONICAL_VAL_DOCS)} FineWeb documents: scores are not comparable")
+            # A record claim on another validation set is not a record (a development run only WARNs).
+            record = ev.options.strict and ev.options.track.record
+            out.append(violation("DATA-1", what) if record else result("DATA-1", WARN, what))
     return out
 
 

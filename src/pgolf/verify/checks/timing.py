@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pgolf.verify.checks.common import Results, gptq_calibration, hardware, stage_of
+from pgolf.verify.checks.common import Results, env_contradictions, gptq_calibration, hardware, stage_of
 from pgolf.verify.evidence import Evidence, first
 from pgolf.verify.results import CheckResult, result, violation
 from pgolf.verify.rules import INFO, PASS, WARN
@@ -40,6 +40,12 @@ def train_time(ev: Evidence) -> Results:
             out.append(violation("TIME-1", f"{s.name}: training was stopped by {stop!r}, not the clock or the "
                                            "configured step cap"))
         seconds = first(t, "train_time_s", default=m.get("train_time_s"))
+        disagree = [f"{name} says {other:.3f} s" for name, other in sorted(s.train_clocks.items())
+                    if isinstance(seconds, (int, float)) and abs(other - seconds) > max(0.5, 0.01 * other)]
+        if disagree:
+            out.append(violation("TIME-1", f"{s.name}: the train manifest says {seconds:.3f} s of training but "
+                                           f"{' and '.join(disagree)}: the records disagree (an edited manifest?)"))
+            continue
         r = _time_verdict(ev, "TIME-1", s.name, seconds, ev.options.max_train_s, ev.options.explicit_train, tr.env,
                           "training", slack=float(first(t, "last_step_s", default=0.0)))
         if r.verdict == PASS and stop:
@@ -96,9 +102,14 @@ def eval_time(ev: Evidence) -> Results:
 
 
 def hardware_check(ev: Evidence) -> Results:
-    if not ev.options.track.hardware:
-        return [result("TIME-4", INFO, f"the {ev.options.track.name} track has no hardware rule")]
     out: Results = []
+    for s in ev.seeds:  # a self-contradicting env is an edited record, on any track
+        for kind in ("train", "quant", "eval"):
+            st = stage_of(s, kind)
+            for problem in env_contradictions(st.env) if st is not None else ():
+                out.append(violation("TIME-4", f"{s.name}: the {kind} manifest's env contradicts itself: {problem}"))
+    if not ev.options.track.hardware:
+        return [*out, result("TIME-4", INFO, f"the {ev.options.track.name} track has no hardware rule")]
     for s in ev.seeds:
         for kind in ("train", "eval"):
             st = stage_of(s, kind)
