@@ -101,7 +101,7 @@ def test_official_shards_with_a_tokenizer_score_like_the_sidecar(tmp_path, embed
     mb = read_manifest(tmp_path / "b", "train")
     assert mb.metrics["val_bytes_source"] == "lut" and read_manifest(tmp_path / "a", "train").metrics[
         "val_bytes_source"] == "sidecar"
-    assert {e["kind"] for e in mb.inputs} == {"val_shard", "tokenizer"}
+    assert {e["kind"] for e in mb.inputs} == {"val_shard", "tokenizer", "train_shard"}
     _fails(_tiny_args(shards, tmp_path / "c", "--set", "vocab_size=512", "--tokenizer",
                       str(embedded_data / "tokenizer.model")), "vocabulary of 1024")
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from test_verify_evidence import ledger_facts, legal_evidence, stream, ttt_ledger, verdicts
+from test_verify_evidence import ledger_facts, legal_evidence, stage, stream, ttt_ledger, verdicts
 
 from pgolf.eval.ledger import AdaptStep
 from pgolf.verify.checks import run_checks
@@ -594,3 +594,178 @@ def test_stat_1_ignores_calibration_provenance():
     for i, s in enumerate(ev.seeds):
         s.stages["quant"].manifest["config"]["calibration"] = {"data": f"/runs/s{i}/data"}
     assert verdicts(ev, "STAT-1") == {"PASS"}
+
+
+# ============================================================================ provenance of training and calibration data
+
+
+def test_data_2_overlap_is_judged_per_training_input_even_on_other_data():
+    ev = legal_evidence()
+    s = ev.seeds[0]
+    s.stages["train_data"] = stage("data", metrics={"val_docs": 10, "val_doc_range": [0, 10],
+                                                    "train_doc_range": [10, 900], "val_docs_sha256": "other"})
+    s.data.overlap_docs, s.data.overlap_by_source = 30, {"data/fineweb_train_000000.bin": 30}
+    assert verdicts(ev, "DATA-2") == {"FAIL"}  # was a WARN "trained on other data"
+    assert "30 of 40" in detail(ev, "DATA-2") and "fineweb_train_000000.bin (30)" in detail(ev, "DATA-2")
+
+
+def test_data_2_a_single_val_document_in_training_fails_a_record_claim():
+    ev = legal_evidence()
+    ev.seeds[0].data.overlap_docs, ev.seeds[0].data.overlap_by_source = 1, {"x/fineweb_train_000003.bin": 1}
+    assert verdicts(ev, "DATA-2") == {"WARN"} and "1 of 40" in detail(ev, "DATA-2")
+    ev.options = Options(track=TRACKS["10min_16mb"], strict=True)
+    assert verdicts(ev, "DATA-2") == {"FAIL"} and "fineweb_train_000003.bin" in detail(ev, "DATA-2")
+
+
+def test_data_2_missing_or_altered_training_input_fails():
+    ev = legal_evidence()
+    ev.seeds[0].data.overlap_docs = None
+    ev.seeds[0].data.train_unreadable = ["../shards/fineweb_train_000001.bin: missing"]
+    assert verdicts(ev, "DATA-2") == {"FAIL"} and "fineweb_train_000001.bin: missing" in detail(ev, "DATA-2")
+
+
+def test_data_2_no_pass_without_a_scan():
+    ev = legal_evidence()
+    ev.seeds[0].data.overlap_docs = None
+    ev.seeds[0].data.overlap_note = "val documents not hashed against 8,000,000,000 training tokens: not scanned"
+    assert verdicts(ev, "DATA-2") == {"INFO"} and "not scanned" in detail(ev, "DATA-2")  # disjoint ranges, no scan
+    del ev.seeds[0].stages["data"]  # official shards: nothing else shows disjointness
+    assert verdicts(ev, "DATA-2") == {"WARN"}
+    ev = legal_evidence()
+    ev.seeds[0].data.overlap_docs, ev.seeds[0].data.train_sources = None, []  # a train manifest naming no shard
+    ev.seeds[0].stages["train"].inputs = []
+    assert verdicts(ev, "DATA-2") == {"WARN"} and "names no training shard" in detail(ev, "DATA-2")
+
+
+def test_data_2_manifest_less_training_data_is_scanned():
+    ev = legal_evidence()
+    s = ev.seeds[0]
+    s.stages["train"].inputs = [InputFact("train_shard", "../../bad/fineweb_train_000000.bin", "a", "a", "/bad/x")]
+    s.data.overlap_docs, s.data.overlap_by_source = 40, {"../../bad/fineweb_train_000000.bin": 40}
+    assert verdicts(ev, "DATA-2") == {"FAIL"} and "../../bad/fineweb_train_000000.bin (40)" in detail(ev, "DATA-2")
+    s.data.overlap_docs, s.data.overlap_by_source = 0, {}
+    assert verdicts(ev, "DATA-2") == {"PASS"}
+
+
+def test_data_3_train_shard_inputs_are_expected():
+    ev = legal_evidence()
+    ev.seeds[0].stages["train"].inputs.append(InputFact("train_shard", "../data/fineweb_train_000000.bin", "a",
+                                                        "a", "/x"))
+    assert verdicts(ev, "DATA-3") == {"PASS"}
+
+
+def test_data_7_val_documents_inside_calibration_data():
+    ev = legal_evidence()
+    q = ev.seeds[0].stages["quant"].manifest["config"]
+    q["calibration"] = {"source": "train", "shards": [{"name": "fineweb_train_000000.bin", "sha256": "t"}]}
+    d = ev.seeds[0].data
+    d.calib_sources, d.calib_overlap = ["fineweb_train_000000.bin"], 0
+    assert verdicts(ev, "DATA-7") == {"PASS"} and "no val document" in detail(ev, "DATA-7")
+    d.calib_overlap, d.calib_overlap_by_source = 39, {"fineweb_train_000000.bin": 39}  # val minus one token
+    assert verdicts(ev, "DATA-7") == {"FAIL"} and "39 of 40" in detail(ev, "DATA-7")
+    d.calib_overlap, d.calib_unreadable = 0, ["fineweb_train_000000.bin: missing (/gone)"]
+    assert verdicts(ev, "DATA-7") == {"FAIL"}
+    d.calib_unreadable, d.calib_overlap, d.calib_note = [], None, "over the scan budget: not scanned"
+    assert verdicts(ev, "DATA-7") == {"WARN"}
+
+
+def test_document_overlap_by_source_names_the_shard_and_catches_a_truncated_copy():
+    from pgolf.verify.facts import document_overlap_by_source
+
+    tokens, _ = stream(40)
+    clean = np.asarray(stream(60, seed=9)[0], dtype=np.uint16)
+    found, per = document_overlap_by_source(tokens, [("a.bin", clean), ("b.bin", tokens[:-1])])
+    assert found == 39 and per == {"b.bin": 39}  # every document but the truncated last one
+    assert document_overlap_by_source(tokens, [("a.bin", clean)]) == (0, {})
+
+
+# ============================================================================ REPRO-1 (verify --reproduce)
+
+
+def _reproduced(ev, scale=1.0, **kw):
+    """Plant a re-execution whose ledger is the claimed one, every nll sum times `scale`."""
+    from pgolf.verify.evidence import ReproductionFacts
+
+    s = ev.seeds[0]
+    fresh = [dataclasses.replace(e, nll_sum=e.nll_sum * scale) for e in s.ledger.entries]
+    b = sum(e.byte_sum for e in fresh)
+    args = dict(status="ran", command="python -m pgolf ttt-eval ...", seconds=3.5, exact=True, entries=fresh,
+                val_bpb=math.fsum(e.nll_sum for e in fresh) / (math.log(2) * b))
+    args.update(kw)
+    s.reproduction = ReproductionFacts(**args)
+    return ev
+
+
+def test_repro_1_not_requested_is_info():
+    ev = legal_evidence()
+    assert verdicts(ev, "REPRO-1") == {"INFO"} and "pass --reproduce" in detail(ev, "REPRO-1")
+
+
+def test_repro_1_identical_ledger_passes_with_the_seconds():
+    ev = _reproduced(legal_evidence())
+    assert verdicts(ev, "REPRO-1") == {"PASS"} and "in 3.5 s" in detail(ev, "REPRO-1")
+
+
+def test_repro_1_scaled_nll_fails_naming_the_chunks():
+    ev = _reproduced(legal_evidence(), scale=1 / 0.95)  # the claim is 0.95 x the truth
+    d = detail(ev, "REPRO-1")
+    assert verdicts(ev, "REPRO-1") == {"FAIL"}
+    assert "chunk 0 [0, 400): claimed nll" in d and "vs reproduced" in d and "and " in d
+
+
+def test_repro_1_tolerance_mode_and_the_val_bpb():
+    from pgolf.verify.checks.reproduce import REL_TOL_FP32
+
+    ev = _reproduced(legal_evidence(), scale=1 + REL_TOL_FP32 / 10, exact=False, rel_tol=REL_TOL_FP32)
+    assert verdicts(ev, "REPRO-1") == {"PASS"}  # another machine: within 1e-4 per chunk
+    ev = _reproduced(legal_evidence(), scale=1 + REL_TOL_FP32 * 10, exact=False, rel_tol=REL_TOL_FP32)
+    assert verdicts(ev, "REPRO-1") == {"FAIL"}
+    ev = _reproduced(legal_evidence(), scale=1 + REL_TOL_FP32 / 10)  # exact required, within fp32: a reviewer looks
+    assert verdicts(ev, "REPRO-1") == {"WARN"} and "not bit-identical" in detail(ev, "REPRO-1")
+    ev = _reproduced(legal_evidence(), val_bpb=1.0)  # every chunk equal, but the fresh eval reports another score
+    assert verdicts(ev, "REPRO-1") == {"FAIL"} and "is not the reproduced 1.00000000" in detail(ev, "REPRO-1")
+
+
+def test_repro_1_missing_chunk_merged_ledger_and_read_ahead():
+    ev = legal_evidence()
+    _reproduced(ev)
+    ev.seeds[0].reproduction.entries.pop()
+    assert verdicts(ev, "REPRO-1") == {"FAIL"} and "chunks, the re-execution wrote" in detail(ev, "REPRO-1")
+    ev = _reproduced(legal_evidence())  # a per-chunk minimum of two passes: one chunk lower than the re-run
+    e = ev.seeds[0].ledger.entries[2]
+    ev.seeds[0].ledger.entries[2] = dataclasses.replace(e, nll_sum=e.nll_sum * 0.99)
+    assert verdicts(ev, "REPRO-1") == {"FAIL"} and "chunk 2 [" in detail(ev, "REPRO-1")
+    ev = _reproduced(legal_evidence())  # same nll sums, another parameter trajectory: a reviewer looks
+    e = ev.seeds[0].ledger.entries[1]
+    ev.seeds[0].ledger.entries[1] = dataclasses.replace(e, params_after="x" * 16)
+    assert verdicts(ev, "REPRO-1") == {"WARN"} and "parameter checksums" in detail(ev, "REPRO-1")
+
+
+def test_repro_1_cannot_reexecute_warns_with_the_command_and_errors_fail():
+    from pgolf.verify.evidence import ReproductionFacts
+
+    ev = legal_evidence()
+    ev.seeds[0].reproduction = ReproductionFacts("cannot", "torchrun --nproc_per_node=8 -m pgolf ttt-eval P",
+                                                 reason="the eval ran on cuda and this machine has no CUDA")
+    assert verdicts(ev, "REPRO-1") == {"WARN"} and "run: torchrun" in detail(ev, "REPRO-1")
+    ev.seeds[0].reproduction = ReproductionFacts("error", "python -m pgolf ttt-eval P",
+                                                 reason="pgolf ttt-eval exited 1: model.bin sha256 mismatch")
+    assert verdicts(ev, "REPRO-1") == {"FAIL"} and "sha256 mismatch" in detail(ev, "REPRO-1")
+
+
+def test_repro_1_deadline_compares_up_to_the_stop():
+    ev = _reproduced(legal_evidence(), compare_until=1)
+    fresh = ev.seeds[0].reproduction.entries
+    fresh[3] = dataclasses.replace(fresh[3], nll_sum=fresh[3].nll_sum * 2)  # adapted here, not in the claim
+    assert verdicts(ev, "REPRO-1") == {"WARN"} and "not compared" in detail(ev, "REPRO-1")
+    fresh[1] = dataclasses.replace(fresh[1], nll_sum=fresh[1].nll_sum * 2)
+    assert verdicts(ev, "REPRO-1") == {"FAIL"}
+
+
+def test_repro_1_tolerance_by_eval():
+    from pgolf.verify.checks.reproduce import REL_TOL_BF16, REL_TOL_FP32, tolerance
+
+    assert tolerance(True, {"device": "cpu"}, {}) == 0.0
+    assert tolerance(False, {"device": "cpu"}, {"autocast": True}) == REL_TOL_FP32
+    assert tolerance(False, {"device": "cuda"}, {"autocast": True}) == REL_TOL_BF16
+    assert tolerance(False, {"device": "cuda"}, {"autocast": False}) == REL_TOL_FP32

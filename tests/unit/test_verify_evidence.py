@@ -97,6 +97,7 @@ def legal_seed(seed=42, num_docs=40, code=LEGAL_CODE) -> SeedEvidence:
     facts.docs_checked, facts.docs_decode_mismatch = num_docs, 0
     facts.unknown_tokens, facts.standalone_space, facts.vocab_size = 0, True, 1024
     facts.train_tokens, facts.overlap_docs = 50_000, 0
+    facts.train_sources = ["../data/fineweb_train_000000.bin"]  # every training shard named, scanned
     led = ledger_facts(ttt_ledger(tokens, side))
     nll = math.fsum(e.nll_sum for e in led.entries)
     count = sum(e.count for e in led.entries)

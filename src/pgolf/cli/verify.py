@@ -17,6 +17,7 @@ _CLAIM = "Record claim and submission"
     "verify",
     epilog="Examples:\n\n"
            "  pgolf verify runs/r1                                   # a run directory (or runs/r1/eval)\n\n"
+           "  pgolf verify runs/r1 --reproduce                       # also re-execute the evaluation (REPRO-1)\n\n"
            "  pgolf verify runs/s42 runs/s1337 runs/s2024 --reference-bpb 1.0810 --reference-bpb 1.0812 "
            "--reference-bpb 1.0809 --probe\n\n"
            "  pgolf verify runs/exp --track 10min_16mb --submission records/2026-05-02_My_Run --author 'A B' "
@@ -45,6 +46,10 @@ def verify_command(
         "--probe", help="Probe the packed model on CPU: normalization, target independence, causality, document "
                         "isolation, no mutation, replay of the ledger.")] = False,
     probe_positions: Annotated[int, typer.Option(help="Positions per probe (at least 1,000 for a real check).")] = 1000,
+    reproduce: Annotated[bool, typer.Option(
+        "--reproduce", help="Re-execute each evaluation from the packed artifact in a fresh `pgolf ttt-eval` process "
+                            "(CPU, the recorded eval config, the eval's data) and compare its ledger with the "
+                            "claimed one chunk by chunk (REPRO-1).")] = False,
     submission: Annotated[Path | None, typer.Option(help="Write the records folder here (refused when a check FAILs).",
                                                     rich_help_panel=_CLAIM)] = None,
     author: Annotated[str | None, typer.Option(help="submission.json author.", rich_help_panel=_CLAIM)] = None,
@@ -70,7 +75,7 @@ def verify_command(
 
         options = make_options(track, max_bytes=max_bytes, max_train_seconds=max_train_seconds,
                                      max_eval_seconds=max_eval_seconds, reference_bpb=_floats(reference_bpb or []),
-                                     probe=probe, submission=submission is not None)
+                                     probe=probe, submission=submission is not None, reproduce=reproduce)
         tr = options.track
         probe_cfg = None
         if probe:

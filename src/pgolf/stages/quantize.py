@@ -211,7 +211,9 @@ def _calibrate(model, cfg, device, calib_dir: Path | None, shards: Sequence[Path
         tokens, read = train_calibration_tokens(shards, num_seqs, seq_len, model.cfg.vocab_size)
         console.info(f"calibration: {tokens.numel():,} training tokens ({tokens.shape[0]} x {seq_len}) from the "
                      f"start of the training stream in {calib_dir}")
-        prov = {"source": "train", "data": str(calib_dir), "shards": read, "order": "stream_start",
+        # `data` absolute: verify re-reads each shard as data/name (or data itself: one --calib-data file).
+        prov = {"source": "train", "data": str(Path(calib_dir).resolve()) if calib_dir is not None else None,
+                "shards": read, "order": "stream_start",
                 "sequences": int(tokens.shape[0]), "seq_len": seq_len, "tokens": int(tokens.numel())}
     prov["weights"] = len(names)
     hessians = calibration_hessians(model, tokens, names, extra, device)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
 import shutil
 import signal
 import threading
@@ -113,7 +114,8 @@ def load_config(preset: str | None = None, config: str | Path | None = None, ove
 class TrainData:
     """The shards and validation arrays of one data directory, checked against the model's vocab."""
 
-    def __init__(self, data: str | Path | None, tokenizer: str | Path | None, vocab_size: int):
+    def __init__(self, data: str | Path | None, tokenizer: str | Path | None, vocab_size: int,
+                 record_shards: bool = True):
         self.dir = datadir.resolve_data_dir(data, tokenizer)
         manifest = self.dir.manifest
         data_vocab = manifest.metrics.get("vocab_size") if manifest is not None else None
@@ -130,7 +132,21 @@ class TrainData:
         # range-checked token by token against the model, so an out-of-vocabulary id is one clear line.
         self.train = datadir.open_split(self.dir.path, "train", None if manifest is not None else vocab_size)
         self.val_tokens = datadir.load_val_tokens(self.dir.path, vocab_size)
+        # Provenance of every training shard opened (rules DATA-2), hashed once here, before the clock;
+        # by the rank that writes the manifest only (`record_shards`).
+        self.train_shards = self._train_shards(manifest) if record_shards else []
         self.target_bytes, self.bytes_source = self._target_bytes()
+
+    def _train_shards(self, manifest: Any) -> list[tuple[Path, str, int]]:
+        """(path, sha256, tokens) of each fineweb_train_*.bin opened. A pgolf data manifest's sha256 is
+        taken when the file's size matches the listed one; anything else is hashed."""
+        listed = {str(e.get("path")): e for e in manifest.files} if manifest is not None else {}
+        out = []
+        for path, arr in zip(datadir.list_shards(self.dir.path, "train"), self.train):
+            entry = listed.get(path.name)
+            sha = entry.get("sha256") if entry is not None and entry.get("bytes") == path.stat().st_size else None
+            out.append((path, str(sha) if sha else artifacts.sha256_file(path), int(arr.shape[0])))
+        return out
 
     def _target_bytes(self) -> tuple[np.ndarray | None, str]:
         side = datadir.load_val_bytes(self.dir.path)
@@ -152,14 +168,18 @@ class TrainData:
         }
 
     def inputs(self, manifest_dir: Path) -> list[dict[str, Any]]:
-        """Lineage: the data manifest; for official shards without one, the val shards and tokenizer by sha256."""
+        """Lineage: the data manifest; for official shards without one, the val shards and tokenizer by
+        sha256; and always every training shard read (`train_shard`, with its sha256 and token count)."""
+        base = Path(manifest_dir).resolve()
+        shards = [{"kind": "train_shard", "path": Path(os.path.relpath(p.resolve(), base)).as_posix(), "sha256": sha,
+                   "tokens": tokens} for p, sha, tokens in self.train_shards]
         man = self.dir.path / artifacts.MANIFEST
         if man.is_file():
-            return [artifacts.input_entry("data", man, manifest_dir)]
+            return [artifacts.input_entry("data", man, manifest_dir), *shards]
         entries = [artifacts.input_entry("val_shard", p, manifest_dir) for p in datadir.list_shards(self.dir.path, "val")]
         if self.dir.tokenizer_path is not None:
             entries.append(artifacts.input_entry("tokenizer", self.dir.tokenizer_path, manifest_dir))
-        return entries
+        return entries + shards
 
 
 def _tokenizer(path: Path):
@@ -280,7 +300,7 @@ def _train(cfg, data: str | Path | None, output: runner.Output, info, *, tokeniz
     device = devmod.resolve_device(cfg.device, info.local_rank)
     dist.init(info, device)
     try:
-        td = TrainData(data, tokenizer, cfg.model.vocab_size)
+        td = TrainData(data, tokenizer, cfg.model.vocab_size, record_shards=info.is_main)
         if len(td.val_tokens) <= cfg.seq_len:
             raise ConfigError(f"seq_len {cfg.seq_len:,} needs more than {cfg.seq_len:,} validation tokens; "
                               f"{td.dir.path} has {len(td.val_tokens):,}",

@@ -15,10 +15,12 @@ run directory's `verify/`; for several DIRs, `verify/` in their common parent): 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from pgolf.verify.evidence import (
     LedgerFacts,
     Options,
     PaidPrefixFacts,
+    ReproductionFacts,
     SeedEvidence,
     StageFacts,
 )
@@ -232,7 +235,83 @@ def _read_ledger(eval_dir: Path, stage: StageFacts) -> LedgerFacts | None:
     return LedgerFacts(header=header, entries=entries, summary=summary)
 
 
-def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train_dir: Path | None, seed: SeedEvidence
+# (name, path to read or None, why it cannot be read): one training or calibration shard of the lineage.
+Source = tuple[str, Path | None, str]
+
+
+def _training_sources(seed: SeedEvidence, dirs: dict[str, Path]) -> list[Source] | None:
+    """Every training shard the lineage names (rules DATA-2): the train manifest's `train_shard` inputs
+    (re-hashed by `load_stage`) and the train split of the data directory the train manifest names
+    (the eval's data when there is no train stage). None: no training data can be named."""
+    train = seed.stages.get("train")
+    out: list[Source] = []
+    seen: set[str] = set()
+    if train is not None and train.manifest is not None:
+        for i in train.inputs:
+            if i.kind != "train_shard":
+                continue
+            seen.add(os.path.realpath(i.resolved))
+            why = ("missing" if i.actual is None else
+                   "its sha256 differs from the train manifest's" if i.actual != i.expected else "")
+            out.append((i.path, None if why else Path(i.resolved), why))
+        data_in = train.input("data")
+        data_dir = dirs.get("train_data", dirs.get("data")) if data_in is not None else None
+    else:
+        data_dir = dirs.get("train_data", dirs.get("data"))
+    if data_dir is not None:
+        try:
+            shards = datadir.list_shards(data_dir, "train")
+        except PgolfError as e:
+            seed.problems.append(f"the training shards in {data_dir} cannot be listed ({e})")
+            shards = []
+        for p in shards:
+            if os.path.realpath(p) not in seen:
+                out.append((f"{data_dir.name}/{p.name}", p, ""))
+    return out if out or train is not None else None
+
+
+def _scan(tokens: np.ndarray, bos: int, sources: list[Source], seed: SeedEvidence, what: str
+          ) -> tuple[int | None, dict[str, int], list[str], str]:
+    """(val documents found or None when not scanned, per source, unreadable sources, note)."""
+    bad = [f"{name}: {why}" for name, path, why in sources if path is None]
+    readable = [(name, path) for name, path, _ in sources if path is not None]
+    if not readable:
+        return None, {}, bad, f"the lineage names no readable {what} shard"
+    try:
+        total = sum(datadir.read_header(path) for _, path in readable)
+        if total > OVERLAP_SCAN_TOKENS:
+            return None, {}, bad, (f"val documents not hashed against {total:,} {what} tokens (over the "
+                                   f"{OVERLAP_SCAN_TOKENS:,}-token scan budget): not scanned")
+        found, per = factmod.document_overlap_by_source(
+            tokens, ((name, datadir.open_shard(path)) for name, path in readable), bos)
+    except PgolfError as e:
+        seed.problems.append(f"the {what} shards cannot be read ({e})")
+        return None, {}, bad, f"the {what} shards cannot be read"
+    return found, per, bad, ""
+
+
+def _calibration_sources(quant: StageFacts) -> list[Source]:
+    """The GPTQ calibration shards the quant manifest's provenance names, re-hashed (rules DATA-7)."""
+    prov = quant.config.get("calibration")
+    if not isinstance(prov, dict) or not isinstance(prov.get("shards"), list):
+        return []
+    base = Path(str(prov.get("data", "")))
+    out: list[Source] = []
+    for sh in prov["shards"]:
+        if not isinstance(sh, dict):
+            continue
+        name = str(sh.get("name", "?"))
+        path = Path(str(sh["path"])) if sh.get("path") else base if base.name == name else base / name
+        if not path.is_file():
+            out.append((name, None, f"missing ({path})"))
+        elif artifacts.sha256_file(path) != sh.get("sha256"):
+            out.append((name, None, f"{path}: its sha256 differs from the quant manifest's"))
+        else:
+            out.append((name, path, ""))
+    return out
+
+
+def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train: list[Source] | None, seed: SeedEvidence
                 ) -> tuple[DataFacts | None, np.ndarray | None]:
     try:
         tokens = datadir.load_val_tokens(data_dir)
@@ -244,17 +323,12 @@ def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train_dir: Path
         return None, None
     facts = factmod.data_facts(tokens, sidecar, sp, bos_id=bos)
     facts.tokenizer_sha256 = artifacts.sha256_file(tok_path) if sp is not None and tok_path is not None else None
-    if train_dir is not None:
-        try:
-            shards = datadir.list_shards(train_dir, "train")
-            facts.train_tokens = sum(datadir.read_header(p) for p in shards)
-            if facts.train_tokens <= OVERLAP_SCAN_TOKENS:
-                facts.overlap_docs = factmod.document_overlap(tokens, (datadir.open_shard(p) for p in shards), bos)
-            else:
-                facts.overlap_note = (f"val documents not hashed against {facts.train_tokens:,} training tokens "
-                                      f"(over the {OVERLAP_SCAN_TOKENS:,}-token scan budget)")
-        except PgolfError as e:
-            seed.problems.append(f"the training shards in {train_dir} cannot be read ({e})")
+    if train is not None:
+        facts.train_sources = [name for name, _, _ in train]
+        with contextlib.suppress(PgolfError):
+            facts.train_tokens = sum(datadir.read_header(p) for _, p, _ in train if p is not None)
+        facts.overlap_docs, facts.overlap_by_source, facts.train_unreadable, facts.overlap_note = \
+            _scan(tokens, bos, train, seed, "training")
     return facts, tokens
 
 
@@ -299,12 +373,20 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
     dirs = walk_lineage(top, top_kind, seed)
     tokens = None
     data = seed.stages.get("data")
+    bos = 1
     if data is not None and data.manifest is not None:
-        train_data = dirs.get("train_data", dirs["data"])
-        seed.data, tokens = _data_facts(dirs["data"], int(data.metrics.get("bos_id", 1)),
-                                        dirs["data"] / datadir.TOKENIZER_FILE, train_data, seed)
+        bos = int(data.metrics.get("bos_id", 1))
+        seed.data, tokens = _data_facts(dirs["data"], bos, dirs["data"] / datadir.TOKENIZER_FILE,
+                                        _training_sources(seed, dirs), seed)
     elif "shards" in dirs:  # official challenge shards: no data manifest, the val shards named by sha256
-        seed.data, tokens = _data_facts(dirs["shards"], 1, dirs.get("tokenizer"), None, seed)
+        seed.data, tokens = _data_facts(dirs["shards"], 1, dirs.get("tokenizer"), _training_sources(seed, dirs), seed)
+    quant = seed.stages.get("quant")
+    if seed.data is not None and tokens is not None and quant is not None and quant.manifest is not None:
+        calib = _calibration_sources(quant)
+        if calib:  # GPTQ calibrated on shards: scan them for val documents (rules DATA-7)
+            seed.data.calib_sources = [name for name, _, _ in calib]
+            (seed.data.calib_overlap, seed.data.calib_overlap_by_source, seed.data.calib_unreadable,
+             seed.data.calib_note) = _scan(tokens, bos, calib, seed, "calibration")
     train = seed.stages.get("train")
     if train is not None:
         seed.launch = read_launch(train)
@@ -333,6 +415,114 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
             bos = int(data.metrics.get("bos_id", 1)) if data is not None and data.manifest else 1
             _probes(dirs["pack"], tokens, bos, probe_cfg, seed)
     return seed
+
+
+# ============================================================================ --reproduce (REPRO-1)
+
+REPRO_TIMEOUT_S = 3600.0  # one re-executed evaluation; a CPU re-run of a tiny run takes seconds
+
+
+def _repro_sets(cfg: dict[str, Any]) -> list[str]:
+    """The recorded EvalConfig as `--set key=value` overrides (values as TOML literals), budget off: the
+    re-execution has its own clock, and a budget would let this machine's speed change what TTT adapts on."""
+    from pgolf.config import leaf_paths
+    from pgolf.eval.config import EvalConfig
+
+    known = set(leaf_paths(EvalConfig))
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    flat["time_budget_s"] = 0.0
+    out = []
+    for key, value in flat.items():
+        if key in known and value is not None:
+            out += ["--set", f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"]
+    return out
+
+
+def reproduce(seed: SeedEvidence, timeout: float = REPRO_TIMEOUT_S) -> ReproductionFacts | None:
+    """Re-execute the seed's evaluation from its packed artifact in a fresh `pgolf ttt-eval` process (on the
+    data the eval's lineage names, with the recorded eval config, on CPU unless the eval ran on CUDA and
+    CUDA is here), read the fresh ledger, and leave the comparison to REPRO-1. None: no eval artifact."""
+    import shlex
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from pgolf.verify.checks.reproduce import tolerance
+
+    ev, pack, data = seed.stages.get("eval"), seed.stages.get("pack"), seed.stages.get("data")
+    if ev is None or ev.manifest is None:
+        return None
+    env, cfg = ev.env, ev.config
+    data_args: list[str] = []
+    if data is not None and data.manifest is not None:
+        data_args = ["--data", data.dir]
+    elif ev.input("val_shard") is not None:  # official shards: the val shards (and tokenizer) by sha256
+        data_args = ["--data", str(Path(ev.input("val_shard").resolved).parent)]
+        tok = ev.input("tokenizer")
+        if tok is not None:
+            data_args += ["--tokenizer", tok.resolved]
+    on_cuda = str(env.get("device", "")).startswith("cuda")
+    device = "cuda" if on_cuda and torch.cuda.is_available() else "cpu"
+    world = env.get("world_size") if isinstance(env.get("world_size"), int) else 1
+    pack_dir = pack.dir if pack is not None else "PACK"
+    args = ["ttt-eval", pack_dir, *data_args, "--out", "OUT", *_repro_sets(cfg), "--json"]
+    # Where this machine cannot re-execute it: the command to run where it can (the eval's device and ranks).
+    there = [*args, "--device", "cuda" if on_cuda else "cpu"]
+    launcher = ["python", "-m", "pgolf"] if world <= 1 or not on_cuda else \
+        ["torchrun", "--standalone", f"--nproc_per_node={world}", "-m", "pgolf"]
+    shown = shlex.join([*launcher, *there])
+    args += ["--device", device]
+    if pack is None or pack.manifest is None:
+        return ReproductionFacts("error", shown, reason="the eval's pack artifact is not readable (see LINEAGE)")
+    if not data_args:
+        return ReproductionFacts("cannot", shown, reason="the validation data the eval scored is not found here")
+    if on_cuda and device == "cpu":
+        return ReproductionFacts("cannot", shown, device="cuda",
+                                 reason=f"the eval ran on cuda ({env.get('gpu') or 'GPU'}, world size {world}) "
+                                        "and this machine has no CUDA")
+    exact = device == "cpu" and not on_cuda and world <= 1 and str(env.get("torch")) == torch.__version__
+    tmp = Path(tempfile.mkdtemp(prefix="pgolf-reproduce-"))
+    try:
+        out = tmp / "eval"
+        cmd = [sys.executable, "-m", "pgolf", *[str(out) if a == "OUT" else a for a in args]]
+        shown = shlex.join(cmd)
+        facts = ReproductionFacts("ran", shown, device=device, exact=exact, rel_tol=tolerance(exact, env, cfg))
+        console.info(f"verify: re-executing the evaluation of {seed.name} ({ev.dir}) in a fresh process")
+        t0 = time.perf_counter()
+        try:
+            threads = env.get("num_threads")
+            penv = {**os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                                     if device == "cpu" and isinstance(threads, int) and threads > 0 else {})}
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                                  stdin=subprocess.DEVNULL, env=penv)
+        except subprocess.TimeoutExpired:
+            facts.status, facts.reason = "cannot", f"the re-execution ran past {timeout:g} s"
+            return facts
+        facts.seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            lines = [x for x in (proc.stderr or proc.stdout or "").splitlines() if x.strip()]
+            facts.status = "error"
+            facts.reason = f"pgolf ttt-eval exited {proc.returncode}: {lines[-1].strip() if lines else 'no output'}"
+            return facts
+        try:
+            _, facts.entries, facts.summary = parse_ledger(read_ledger(out))
+            fresh = artifacts.read_manifest(out, "eval")
+        except PgolfError as e:
+            facts.status, facts.reason = "error", f"the fresh ledger cannot be read ({e})"
+            return facts
+        bpb = fresh.metrics.get("val_bpb")
+        facts.val_bpb = float(bpb) if isinstance(bpb, (int, float)) else None
+        if cfg.get("mode") == "ttt" and seed.ledger is not None:
+            facts.compare_until = next((e.index for e in seed.ledger.entries if e.adapt == "deadline"), None)
+        return facts
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 _TRAIN_TIME = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
@@ -421,6 +611,8 @@ def gather(paths: Sequence[str | Path], options: Options, probe_cfg=None) -> tup
     for label, top, kind in runs:
         console.info(f"verify: reading {top}")
         seeds.append(collect(label, top, kind, probe_cfg=probe_cfg if options.probe else None))
+        if options.reproduce:
+            seeds[-1].reproduction = reproduce(seeds[-1])
     return Evidence(seeds=seeds, options=options), runs
 
 

@@ -75,6 +75,7 @@ class Options:
     claim: bool = False
     reference_bpb: tuple[float, ...] = ()
     probe: bool = False
+    reproduce: bool = False  # re-execute each evaluation and compare the ledgers (REPRO-1)
 
     @property
     def non_record(self) -> bool:
@@ -190,6 +191,16 @@ class DataFacts:
     train_tokens: int | None = None  # tokens in the training shards (of the data the trainer read)
     overlap_docs: int | None = None  # val documents found verbatim in the training shards (None: not scanned)
     overlap_note: str = ""
+    # Per training input of the lineage (train manifest's `train_shard` inputs + the train split of its data dir):
+    train_sources: list[str] = dataclasses.field(default_factory=list)  # every training shard named
+    overlap_by_source: dict[str, int] = dataclasses.field(default_factory=dict)  # shard -> val docs found in it
+    train_unreadable: list[str] = dataclasses.field(default_factory=list)  # "<shard>: why" (missing, sha256 differs)
+    # The same for the quant manifest's GPTQ calibration shards (DATA-7); calib_overlap None: not scanned.
+    calib_sources: list[str] = dataclasses.field(default_factory=list)
+    calib_overlap: int | None = None
+    calib_overlap_by_source: dict[str, int] = dataclasses.field(default_factory=dict)
+    calib_unreadable: list[str] = dataclasses.field(default_factory=list)
+    calib_note: str = ""
 
 
 @dataclasses.dataclass
@@ -244,6 +255,32 @@ class LaunchFacts:
 
 
 @dataclasses.dataclass
+class ReproductionFacts:
+    """The evaluation re-executed from the packed artifact in a fresh process (`pgolf verify --reproduce`).
+
+    status: "ran" (a fresh ledger was written: `entries`, `summary`, `val_bpb`), "cannot" (this machine
+    cannot re-execute it, e.g. a CUDA eval without CUDA here, or the re-execution timed out: `reason`,
+    and `command` is what to run where it can) or "error" (the fresh `pgolf ttt-eval` refused or failed:
+    `reason` is its last error line). `exact`: the claimed eval ran on CPU, in one process, with this
+    torch build, so every entry must be bit-identical; otherwise nll sums compare within `rel_tol`.
+    `compare_until`: the index of the last claimed chunk that can be compared (a TTT run whose clock
+    stopped adaptation there; the re-execution has no clock budget), None for all of them.
+    """
+
+    status: str
+    command: str
+    reason: str = ""
+    seconds: float | None = None
+    device: str = "cpu"
+    exact: bool = False
+    rel_tol: float = 0.0
+    entries: list[LedgerEntry] = dataclasses.field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    val_bpb: float | None = None  # the fresh eval manifest's
+    compare_until: int | None = None
+
+
+@dataclasses.dataclass
 class SeedEvidence:
     """Everything about one run (one seed)."""
 
@@ -258,6 +295,7 @@ class SeedEvidence:
     launch: LaunchFacts | None = None  # None: no launch ledger records this run's training
     probes: list[ProbeFacts] | None = None  # None: --probe not given
     probe_claims_isolation: bool = False
+    reproduction: ReproductionFacts | None = None  # None: --reproduce not given
     problems: list[str] = dataclasses.field(default_factory=list)  # lineage that could not be followed
     # The training clock as the train artifact's own logs record it, to cross-check its manifest:
     # {"metrics.jsonl": seconds of its end event, "log.txt": seconds of its last train_time line}.

@@ -2,7 +2,8 @@
 
 - `data_facts`: the BPB denominator both ways (lookup tables rebuilt from the tokenizer vs the byte
   sidecar), per-document decode checks, <unk> counts, document starts (rules MET-1..3, DATA-1).
-- `document_overlap`: val documents found verbatim in training shards (DATA-2).
+- `document_overlap` / `document_overlap_by_source`: val documents found verbatim in training or
+  calibration shards (DATA-2, DATA-7).
 - `paid_prefix`: sampled val n-grams searched in the decoded model tensors (DATA-4 heuristic).
 """
 
@@ -99,6 +100,31 @@ def document_overlap(val_tokens: np.ndarray, train_shards: Iterable[np.ndarray],
         carry = stream[cut:]
     found |= document_hashes(carry, bos_id) & val
     return len(found)
+
+
+def document_overlap_by_source(val_tokens: np.ndarray, sources: Iterable[tuple[str, np.ndarray]],
+                               bos_id: int = 1) -> tuple[int, dict[str, int]]:
+    """(distinct val documents found, {source name: val documents found in it}) over named token
+    streams (training shards, calibration shards), scanned as one stream like `document_overlap`; a
+    document straddling two sources is counted in the one where it ends."""
+    val = document_hashes(val_tokens, bos_id)
+    found: set[bytes] = set()
+    per: dict[str, int] = {}
+    carry = np.zeros(0, dtype=np.uint16)
+    name = ""
+    for name, shard in sources:
+        stream = np.concatenate((carry, np.asarray(shard, dtype=np.uint16)))
+        last = np.flatnonzero(stream == bos_id)
+        cut = int(last[-1]) if last.size else 0
+        hit = document_hashes(stream[:cut], bos_id) & val
+        if hit:
+            per[name] = per.get(name, 0) + len(hit)
+        found |= hit
+        carry = stream[cut:]
+    hit = document_hashes(carry, bos_id) & val
+    if hit:
+        per[name] = per.get(name, 0) + len(hit)
+    return len(found | hit), per
 
 
 # ----------------------------------------------------------------------------- paid prefix (DATA-4)

@@ -112,7 +112,8 @@ _RULES: tuple[Rule, ...] = (
          check="validation_set", enforced_by="ttt-eval",
          limits="whether the corpus is the official FineWeb list is known only through the data manifest"),
     Rule("DATA-2", "Train and val are disjoint", "RULING #2146", "#2146", "FAIL",
-         "document ranges in the data manifest(s), and val documents hashed against the training shards",
+         "document ranges in the data manifest(s), and val documents hashed against every training shard the "
+         "train manifest records (train_shard inputs, re-hashed) and the train split of its data directory",
          check="train_val_disjoint",
          limits="the shard hash scan is skipped above a token budget (documented in the detail); the CaseOps "
                 "log fingerprint applies to foreign logs only"),
@@ -137,9 +138,11 @@ _RULES: tuple[Rule, ...] = (
          check="no_network", enforced_by="ttt-eval",
          limits=f"a connection at run time cannot be seen ({NO_AUDIT}): static hits give WARN, never FAIL"),
     Rule("DATA-7", "Calibration never uses val", "RULING #728", "#728", "FAIL",
-         "quant manifest: the declared calibration source (train or self-generated) and its inputs",
+         "quant manifest: the declared calibration source (train or self-generated) and its inputs; the "
+         "calibration shards it records are re-hashed and their documents hashed against the val documents",
          check="calibration_source",
-         limits="the calibration tokens themselves are not re-read; the declared source and inputs are checked"),
+         limits="the shard hash scan is skipped above a token budget (WARN, never PASS); self-generated "
+                "calibration reads no data to scan"),
     # ------------------------------------------------------------------------------ 4. TTT
     Rule("TTT-1", "Score before update", "OFFICIAL", "README", "FAIL",
          "ledger: parameters unchanged while each chunk was scored, every adaptation span inside the prefix "
@@ -257,6 +260,15 @@ PGOLF_CHECKS: tuple[Rule, ...] = (
          "every manifest's files re-hashed (size, sha256) and every input's sha256 re-computed, from the data "
          "manifest to the eval report; a mismatch FAILs even when the file can no longer be parsed",
          check="lineage"),
+    Rule("REPRO-1", "The evaluation reproduces the ledger", "PGOLF", "verify.md", "FAIL",
+         "with --reproduce: `pgolf ttt-eval` re-run from pack/model.bin on the eval's data in a fresh process with "
+         "the recorded eval config; its ledger compared chunk by chunk with the claimed one (ranges, byte sums, "
+         "per-token loss digests and nll sums: bit-identical on CPU with the same torch build, else within a "
+         "relative tolerance) and its val_bpb with the claimed one",
+         check="reproduction",
+         limits="training is not re-executed (the packed model is taken as trained); a CUDA eval cannot be "
+                "re-executed on a machine without CUDA (WARN with the command); a TTT run whose clock stopped "
+                "adaptation is compared up to that chunk"),
 )
 
 RULES: Mapping[str, Rule] = {r.id: r for r in _RULES}

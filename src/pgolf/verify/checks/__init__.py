@@ -14,6 +14,7 @@ One module per section of the rulebook, each check a function of the evidence:
     metric.py      MET-1..8    the bpb denominator, byte tables, coverage, probes
     statistics.py  STAT-1..4   seeds, significance, launched seeds, reported numbers
     folder.py      FMT-2..4    the records folder
+    reproduce.py   REPRO-1     the evaluation re-executed (--reproduce), its ledger compared chunk by chunk
     common.py      what several sections share (`Results`, `n`, `stage_of`, the ledger and probe helpers)
 
 This module holds the registry and the driver and re-exports every public name of the sections.
@@ -54,6 +55,7 @@ from pgolf.verify.checks.metric import (
     normalized,
     target_independent,
 )
+from pgolf.verify.checks.reproduce import reproduction
 from pgolf.verify.checks.size import counted_code, dependencies, scored_artifact, size_cap, uncounted_code
 from pgolf.verify.checks.statistics import (
     NOT_CONFIG,
@@ -96,6 +98,7 @@ CHECKS: dict[str, Callable[[Evidence], Results]] = {
     "seeds": seeds_check, "significance": significance_check, "launched_seeds": launched_seeds,
     "reported_numbers": reported_numbers,
     "required_files": required_files, "runs_in_folder": runs_in_folder, "naming": naming,
+    "reproduction": reproduction,
 }
 
 
@@ -125,7 +128,7 @@ __all__ = [
     "counted_code", "coverage", "dependencies", "doc_isolation", "epochs", "eval_time", "first_pass", "hardware",
     "hardware_check", "launched_seeds", "lineage", "log_name", "lossless_tokenizer", "n", "naming", "no_network",
     "no_rescoring", "no_selection", "no_slot", "no_train_in_eval", "no_val_in_training", "normalized",
-    "paid_prefix", "post_training_time", "reported_numbers", "required_files", "run_checks", "runs_in_folder",
+    "paid_prefix", "post_training_time", "reported_numbers", "reproduction", "required_files", "run_checks", "runs_in_folder",
     "score_before_update", "scored_artifact", "seeds_check", "significance_check", "size_cap",
     "state_from_scored", "target_independent", "train_time", "train_val_disjoint", "uncounted_code",
     "validation_set", "warmup",
