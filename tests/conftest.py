@@ -29,6 +29,9 @@ def cache_dir(tmp_path_factory) -> Path:
     """Keep pgolf's cache (the embedded tokenizer) inside the test session."""
     path = tmp_path_factory.mktemp("pgolf-cache")
     os.environ["PGOLF_CACHE_DIR"] = str(path)
+    # No launch log: the suite launches one config with many seeds in unrelated directories, which would be
+    # hidden seeds of each other (STAT-3). tests/integration/test_verify_launches.py turns it on per test.
+    os.environ["PGOLF_LAUNCH_LOG"] = ""
     return path
 
 

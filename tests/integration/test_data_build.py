@@ -16,14 +16,14 @@ from pgolf.errors import ArtifactError, ConfigError, DataError
 from pgolf.stages import data
 
 
-def _independent_counts(path, sp, val_docs):
+def _independent_counts(path, sp, val_docs, heldout_docs=0):
     """Recount from the raw corpus with the tokenizer directly (a slow, obviously correct loop)."""
-    counts = dict(val_tokens=0, train_tokens=0, val_bytes=0, val_raw=0, docs=0)
+    counts = dict(val_tokens=0, heldout_tokens=0, train_tokens=0, val_bytes=0, val_raw=0, docs=0)
     with zstandard.ZstdDecompressor().stream_reader(open(path, "rb")) as r:
         for i, line in enumerate(io.TextIOWrapper(r, encoding="utf-8")):
             text = json.loads(line)["text"]
             ids = sp.encode(text)
-            split = "val" if i < val_docs else "train"
+            split = "val" if i < val_docs else "heldout" if i < val_docs + heldout_docs else "train"
             counts[f"{split}_tokens"] += len(ids) + 1
             if split == "val":
                 counts["val_bytes"] += len(sp.decode(ids).encode("utf-8"))
@@ -36,14 +36,15 @@ def test_webtext_counts_and_bytes(webtext_data, webtext_path, sp1024_path):
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(sp1024_path))
-    expect = _independent_counts(webtext_path, sp, 200)
+    expect = _independent_counts(webtext_path, sp, 200, 200)  # the held-out split: as many documents as val
     m = read_manifest(webtext_data, "data").metrics
-    assert m["val_docs"] == 200 and m["train_docs"] == expect["docs"] - 200 == 2268
+    assert m["val_docs"] == m["heldout_docs"] == 200 and m["train_docs"] == expect["docs"] - 400 == 2068
     assert m["val_tokens"] == expect["val_tokens"] and m["train_tokens"] == expect["train_tokens"]
+    assert m["heldout_tokens"] == expect["heldout_tokens"] and m["heldout_doc_range"] == [200, 400]
     assert m["val_bytes"] == m["val_bytes_lut"] == m["val_bytes_normalized"] == expect["val_bytes"]
     assert m["val_bytes_raw"] == expect["val_raw"] > m["val_bytes"]  # raw bytes would fake a gain (MET-1)
     assert m["bpb_check"]["consistent"] is True
-    assert m["val_doc_range"] == [0, 200] and m["train_doc_range"] == [200, 2468]
+    assert m["val_doc_range"] == [0, 200] and m["train_doc_range"] == [400, 2468]
     # The shards on disk hold exactly that, BOS (id 1) first, and the sidecar agrees with the tables.
     val = datadir.load_val_tokens(webtext_data, 1024)
     side = datadir.load_val_bytes(webtext_data)

@@ -106,7 +106,7 @@ def test_training_on_data_built_with_fewer_val_docs_is_caught(embedded_data, tmp
     from pgolf.stages import data
 
     small = tmp_path / "small"
-    data.build(DataConfig(val_docs=10, tokenizer=str(embedded_data / "tokenizer.model")), small)
+    data.build(DataConfig(val_docs=10, heldout_docs=0, tokenizer=str(embedded_data / "tokenizer.model")), small)
     run = run_on(tmp_path, small, embedded_data)
     result, doc = verify(run, "--out", tmp_path / "v")
     assert "PASS" not in verdicts(doc, "DATA-2") and verdicts(doc, "DATA-2") & {"FAIL", "WARN"}

@@ -154,3 +154,59 @@ def test_split_with_every_embedding_and_untied_head():
     assert opts.optimizers["head"].param_groups[0]["lr"] == pytest.approx(0.004)
     opts.set_muon_momentum(0.9)
     assert opts.muon.param_groups[0]["momentum"] == 0.9
+
+
+def test_aux_groups_and_decoder_lr_mult_place_the_records_tensors():
+    """PR #861: bigram table and VE projection in the scalar AdamW group, the blocks of the decoder half
+    (num_layers // 2 and up) at decoder_lr_mult times the lr, matrices and scalars alike."""
+    from pgolf.optim.groups import AuxGroups
+
+    cfg = ModelConfig(num_layers=4, model_dim=32, num_heads=4, num_kv_heads=2, vocab_size=64, bigram_buckets=16,
+                      bigram_dim=8, value_embed_layers=(3,), value_embed_dim=8)
+    model = GPT(cfg)
+    s = OptimSettings(matrix_lr=0.02, scalar_lr=0.03, decoder_lr_mult=2.0,
+                      aux_groups=AuxGroups(bigram_table="scalar", value_embed_proj="scalar"))
+    opts = build_optimizers(model, s, tied_embeddings=True, decoder_from=cfg.num_layers // 2)
+    assert "bigram.embed.weight" in opts.names["scalar"] and "value_embed.proj.weight" in opts.names["scalar"]
+    assert opts.names["embed"] == ["tok_emb.weight", "value_embed.embed.weight"]
+    assert "bigram.proj.weight" in opts.names["matrix"]
+    lr_of = {id(p): g["lr"] for o in opts for g in o.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["blocks.1.attn.c_q.weight"])] == 0.02
+    assert lr_of[id(params["blocks.2.attn.c_q.weight"])] == 0.04
+    assert lr_of[id(params["blocks.1.attn_scale"])] == 0.03
+    assert lr_of[id(params["blocks.3.attn_scale"])] == 0.06
+    assert lr_of[id(params["bigram.proj.weight"])] == 0.02 and lr_of[id(params["skip_weights"])] == 0.03
+    opts.set_lr_multiplier(0.5)  # each group keeps its own base lr
+    assert {g["lr"] for g in opts.optimizers["matrix"].param_groups} == {0.01, 0.02}
+    # without decoder_from (a model that is not a GPT) the multiplier has nothing to act on
+    plain = build_optimizers(model, s, tied_embeddings=True)
+    assert len(plain.optimizers["matrix"].param_groups) == 1
+
+
+def test_polar_express_pr1344_normalizes_by_the_norm_plus_eps():
+    """PR #1344 through #2135: X / (||X||_F + 1e-7), no 2% safety; pgolf's polar_express divides by 1.02 ||X||_F."""
+    from pgolf.optim.muon import NS_COEFFICIENTS, POLAR_EXPRESS_COEFFICIENTS
+
+    assert NS_COEFFICIENTS["polar_express_pr1344"] == (POLAR_EXPRESS_COEFFICIENTS, 1.0)
+    g = torch.randn(6, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    one = newton_schulz(g, steps=1, coefficients="polar_express_pr1344", dtype=torch.float64)
+    a, b, c = POLAR_EXPRESS_COEFFICIENTS[0]
+    x = g / (g.norm() + 1e-7)
+    A = x @ x.T
+    torch.testing.assert_close(one, a * x + (b * A + c * A @ A) @ x, atol=1e-12, rtol=1e-12)
+    other = newton_schulz(g, steps=1, coefficients="polar_express", dtype=torch.float64)
+    assert (one - other).abs().max() > 1e-3
+
+
+def test_embed_wd_gives_the_embedding_group_its_own_decay():
+    """PR #2135: the token embedding's AdamW decays at EMBED_WD, the scalars at ADAM_WD; -1 = adam_wd."""
+    model = GPT(ModelConfig(num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, vocab_size=64))
+    opts = build_optimizers(model, OptimSettings(adam_wd=0.02, embed_wd=0.085), True)
+    assert opts.optimizers["embed"].param_groups[0]["weight_decay"] == 0.085
+    assert opts.optimizers["scalar"].param_groups[0]["weight_decay"] == 0.02
+    same = build_optimizers(model, OptimSettings(adam_wd=0.02), True)
+    assert same.optimizers["embed"].param_groups[0]["weight_decay"] == 0.02
+    only_embed = build_optimizers(model, OptimSettings(embed_wd=0.1), True)
+    assert isinstance(only_embed.optimizers["embed"], torch.optim.AdamW)
+    assert not isinstance(only_embed.optimizers["scalar"], torch.optim.AdamW)

@@ -1,6 +1,7 @@
 """TrainConfig validation and the presets in configs/ (every one parsed)."""
 
 import pytest
+import torch
 
 from pgolf import config as cfgmod
 from pgolf.errors import ConfigError
@@ -8,7 +9,7 @@ from pgolf.model import GPT, ModelConfig, num_params
 from pgolf.stages.train import PRESET_DIR, config_table, load_config, preset_names
 from pgolf.train.config import QatBits, TrainConfig
 
-PRESETS = ["backout", "banked-ve", "baseline", "int5-qat-ttt", "int5mlp-ttt", "recurrence", "tiny"]
+PRESETS = ["backout", "banked-ve", "baseline", "int5-qat-ttt", "int5mlp-ttt", "recurrence", "sota", "tiny"]
 
 
 def test_every_preset_parses_and_round_trips():
@@ -30,11 +31,21 @@ def test_baseline_preset_is_the_challenge_baseline():
 def test_preset_settings_from_the_records():
     r = load_config("recurrence")
     assert r.model.recur_layers == (4, 5) and r.model.qk_gain_init == 5.0 and r.ema_decay == 0.997
-    assert r.qat_bits.as_mapping() == {"attn": 6, "mlp": 6} and r.recur_start_frac == 0.0
+    # PR #1406's late QAT reaches only its CastedLinear modules (tests/reference/test_pr1406.py)
+    assert r.qat_bits.as_mapping() == {"bigram_proj": 6, "value_embed_proj": 6} and r.recur_start_frac == 0.0
+    assert r.model.recur_placement == "after" and r.qat_start_lr_mult == 0.15
     assert load_config("int5mlp-ttt").swa_every == 50
-    assert load_config("banked-ve").qat_bits.as_mapping() == {"attn": 6, "mlp": 4, "bigram": 4}
-    assert load_config("backout").model.backout_layer == 5
-    assert load_config("int5-qat-ttt").model.xsa_last_n == 11
+    assert load_config("banked-ve").qat_bits.as_mapping() == {"attn": 6, "mlp": 4, "bigram": 4, "bigram_proj": 4,
+                                                              "value_embed_proj": 6}
+    assert load_config("backout").model.backout_layer == 5 and load_config("backout").ema_start_step == 50
+    # PR #861's code (XSA_LAYERS default 4), not its README (tests/reference/test_pr861.py)
+    assert load_config("int5-qat-ttt").model.xsa_last_n == 4 and load_config("int5-qat-ttt").decoder_lr_mult == 2.0
+    # PR #2135's launch (tests/reference/test_pr2135.py): SMEAR_GATE_BOS_FIX=0, ROPE_YARN off, 35,945,673 params
+    sota = load_config("sota")
+    assert sota.model.bos_reset is False and sota.model.rope_ref_len == 0 and sota.recur_start_frac == 0.35
+    assert (sota.embed_wd, sota.adam_wd, sota.ema_decay, sota.beta2) == (0.085, 0.02, 0.9965, 0.99)
+    with torch.device("meta"):
+        assert num_params(GPT(sota.model)) == 35_945_673
 
 
 def test_unknown_preset_lists_the_valid_ones():
@@ -73,6 +84,9 @@ def test_config_files_have_model_and_train_tables_only():
     ("batch_tokens=1000", "batch_tokens"), ("ema_decay=1.0", "ema_decay"), ("warmdown_frac=2", "warmdown_frac"),
     ("muon_momentum=1.5", "muon_momentum"), ("qat_bits.mlp=9", "qat_bits.mlp"), ("swa_start_frac=0", "swa_start_frac"),
     ("muon_variant=fancy", "muon_variant"), ("ns_coefficients=cubic", "ns_coefficients"),
+    ("ema_start_step=-1", "ema_start_step"), ("decoder_lr_mult=0", "decoder_lr_mult"), ("embed_wd=-0.5", "embed_wd"),
+    ("qat_start_lr_mult=1.5", "qat_start_lr_mult"), ("qat_scale_floor=-0.1", "qat_scale_floor"),
+    ("aux_groups.bigram_proj=muon", "aux_groups.bigram_proj"), ("qat_bits.bigram_proj=1", "qat_bits.bigram_proj"),
 ])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -82,6 +96,8 @@ def test_bad_values_name_their_key(override, key):
 def test_qat_needs_bits_and_grad_accum_needs_a_dividing_world():
     with pytest.raises(ConfigError, match="qat_bits"):
         TrainConfig(qat_start_frac=0.5, qat_bits=QatBits(attn=0, mlp=0))
+    with pytest.raises(ConfigError, match="qat_bits"):
+        TrainConfig(qat_start_lr_mult=0.15, qat_bits=QatBits(attn=0, mlp=0))
     cfg = TrainConfig()
     assert cfg.grad_accum(1) == 8 and cfg.grad_accum(8) == 1
     with pytest.raises(ConfigError, match="world size 3"):

@@ -188,8 +188,10 @@ def test_same_seed_same_bits_and_warmup_resets_everything():
     _same(_gpt_run(cfg), _gpt_run(cfg.__class__(**{**cfg.__dict__, "warmup_steps": 3})))
 
 
-def test_interrupt_checkpoints_and_resume_is_bit_identical(tmp_path):
-    cfg = _cfg("iterations=8", "ema_decay=0.8", "swa_every=1", "swa_start_frac=0.9", "qat_start_frac=0.25")
+@pytest.mark.parametrize("ema_start", [0, 7])  # 7: the EMA starts after the interrupt (PR #366's start step)
+def test_interrupt_checkpoints_and_resume_is_bit_identical(tmp_path, ema_start):
+    cfg = _cfg("iterations=8", "ema_decay=0.8", "swa_every=1", "swa_start_frac=0.9", "qat_start_frac=0.25",
+               f"ema_start_step={ema_start}")
     straight = _gpt_run(cfg)
 
     saved = []
@@ -267,3 +269,58 @@ def test_a_bug_is_not_mistaken_for_a_compile_failure(monkeypatch):
     monkeypatch.setattr(torch, "compile", _failing_compile(ValueError("a bug in the model")))
     with pytest.raises(ValueError, match="a bug in the model"):
         train(Toy(), _cfg("iterations=2", "warmup_steps=1", "compile=true"), _batches())
+
+
+def test_ema_starts_at_ema_start_step_as_a_copy():
+    """PR #366: the EMA is the weights after step N, then averaged after every later step."""
+    torch.manual_seed(0)
+    model = Toy()
+    shadow: dict = {}
+
+    def on_event(e):
+        if e["event"] == "step":
+            if e["step"] == 3:
+                shadow.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            elif e["step"] > 3:
+                for k, v in model.state_dict().items():
+                    shadow[k].mul_(0.9).add_(v.detach(), alpha=0.1)
+
+    result = train(model, _cfg("ema_decay=0.9", "ema_start_step=3", "iterations=6"), _batches(),
+                   hooks=Hooks(on_event=on_event))
+    assert result.weights == "ema"
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, shadow[k], rtol=1e-5, atol=1e-6)
+
+
+def test_ema_restarts_when_qat_starts():
+    """PR #1216: the EMA is dropped when QAT switches on and restarts from the weights after that step."""
+    torch.manual_seed(0)
+    model = Toy()
+    shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_event(e):
+        if e["event"] == "step":
+            if e["step"] == 4:  # QAT switched on before step 4 (progress 3/6)
+                shadow.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            else:
+                for k, v in model.state_dict().items():
+                    shadow[k].mul_(0.9).add_(v.detach(), alpha=0.1)
+
+    result = train(model, _cfg("ema_decay=0.9", "ema_restart_at_qat=true", "qat_start_frac=0.5", "iterations=6"),
+                   _batches(), hooks=Hooks(on_event=on_event))
+    assert result.switches == {"qat": 3} and result.weights == "ema"
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, shadow[k], rtol=1e-5, atol=1e-6)
+
+
+def test_qat_starts_when_the_lr_multiplier_falls_below_its_threshold():
+    """PR #861 / #1406: late QAT at the first step whose lr multiplier is below qat_start_lr_mult."""
+    from pgolf.optim.schedules import lr_multiplier
+
+    model = Toy()
+    cfg = _cfg("qat_start_lr_mult=0.5", "grad_accum_base=1", "qat_bits.mlp=5")
+    result = train(model, cfg, _batches())
+    first = next(s for s in range(cfg.iterations) if lr_multiplier(
+        s, 0.0, iterations=cfg.iterations, max_seconds=0, warmdown_iters=cfg.warmdown_iters) < 0.5)
+    assert first > 10 and model.qat_calls == [(first, {"attn": 6, "mlp": 5})]
+    assert result.switches == {"qat": first}

@@ -240,9 +240,11 @@ def test_data_5_eval_reading_training_shards():
     assert verdicts(ev, "DATA-5") == {"FAIL"}
 
 
-def test_data_6_download_is_a_static_warning():
+def test_data_6_a_download_call_fails_an_import_alone_warns():
     ev = legal_evidence()
     ev.seeds[0].code = "from huggingface_hub import hf_hub_download\nhf_hub_download('x', 'y')\n"
+    assert verdicts(ev, "DATA-6") == {"FAIL", "WARN"}  # the call FAILs, the import is a static hit
+    ev.seeds[0].code = "import requests\n"
     assert verdicts(ev, "DATA-6") == {"WARN"}
 
 

@@ -20,6 +20,9 @@ from pgolf.errors import DataError
 SPLITS = ("train", "val")
 SHARD_RE = re.compile(r"^fineweb_(train|val)_(\d{6})\.bin$")
 TOKENIZER_FILE = "tokenizer.model"
+# The held-out split (`pgolf data build` sets it aside for `verify --probe`): challenge-format shards whose
+# names match neither the challenge loader's `fineweb_*` globs nor evaluation's files, so no stage reads them.
+HELDOUT_RE = re.compile(r"^heldout_(\d{6})\.bin$")
 # The files of a data directory that evaluation may read (rules DATA-5): val shards, sidecars, tokenizer.
 VAL_FILE_RE = re.compile(r"^(fineweb_val_\d{6}\.bin|bytes_val_\d{6}\.bin|tokenizer\.model)$")
 
@@ -34,6 +37,10 @@ def shard_name(split: str, index: int) -> str:
 
 def sidecar_name(index: int) -> str:
     return f"bytes_val_{index:06d}.bin"
+
+
+def heldout_name(index: int) -> str:
+    return f"heldout_{index:06d}.bin"
 
 
 def _check_is_dir(path: Path) -> None:
@@ -202,3 +209,21 @@ def check_val_files(directory: Path, manifest: Any) -> None:
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             raise DataError(f"{path} does not match the data manifest's sha256: modified or stale validation data "
                             "(rules DATA-1)", fix)
+
+
+def load_heldout_tokens(directory: Path, manifest: Any) -> np.ndarray | None:
+    """The held-out split the data manifest lists, each shard re-hashed against it (uint16, concatenated in
+    name order); None when the manifest lists none (a data directory built before the split existed)."""
+    listed = sorted((e for e in manifest.files if HELDOUT_RE.match(str(e.get("path", "")))), key=lambda e: e["path"])
+    if not listed:
+        return None
+    fix = "rebuild the data directory with `pgolf data build`"
+    parts = []
+    for entry in listed:
+        path = directory / entry["path"]
+        if not path.is_file():
+            raise DataError(f"{path} is missing (listed in {directory / MANIFEST})", fix)
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise DataError(f"{path} does not match the data manifest's sha256: the held-out split was modified", fix)
+        parts.append(np.asarray(open_shard(path)))
+    return np.concatenate(parts)

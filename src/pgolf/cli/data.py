@@ -33,6 +33,9 @@ def build(
     vocab_size: Annotated[int, typer.Option(help="Vocabulary size of a trained tokenizer.")] = 1024,
     val_docs: Annotated[int | None, typer.Option(
         help="The first N documents form the validation split (default 50).")] = None,
+    heldout_docs: Annotated[int | None, typer.Option(
+        help="Documents after val set aside as the held-out split for `pgolf verify --probe` (read by no stage; "
+             "default: as many as val, at most 1,000; 0: none).")] = None,
     shard_tokens: Annotated[int, typer.Option(help="Tokens per shard file.")] = 100_000_000,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out directory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -46,6 +49,8 @@ def build(
                  "train_tokenizer": train_tokenizer, "vocab_size": vocab_size, "shard_tokens": shard_tokens}
         if val_docs is not None:
             table["val_docs"] = val_docs
+        if heldout_docs is not None:
+            table["heldout_docs"] = heldout_docs
         cfg = load_config(DataConfig, None, None, base=table)
         manifest = stage.build(cfg, out, force=force)
         emit(stage.summary(manifest, out), json_out, title=f"data -> {out}")

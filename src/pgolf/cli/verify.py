@@ -18,6 +18,7 @@ _CLAIM = "Record claim and submission"
     epilog="Examples:\n\n"
            "  pgolf verify runs/r1                                   # a run directory (or runs/r1/eval)\n\n"
            "  pgolf verify runs/r1 --reproduce                       # also re-execute the evaluation (REPRO-1)\n\n"
+           "  pgolf verify runs/r1 --reproduce --reproduce-train     # and re-train from the recipe (REPRO-2)\n\n"
            "  pgolf verify runs/s42 runs/s1337 runs/s2024 --reference-bpb 1.0810 --reference-bpb 1.0812 "
            "--reference-bpb 1.0809 --probe\n\n"
            "  pgolf verify runs/exp --track 10min_16mb --submission records/2026-05-02_My_Run --author 'A B' "
@@ -50,6 +51,15 @@ def verify_command(
         "--reproduce", help="Re-execute each evaluation from the packed artifact in a fresh `pgolf ttt-eval` process "
                             "(CPU, the recorded eval config, the eval's data) and compare its ledger with the "
                             "claimed one chunk by chunk (REPRO-1).")] = False,
+    audit: Annotated[bool, typer.Option(
+        "--audit", help="Run each packed train_gpt.py beside its model.bin on a slice of the val data under an "
+                        "audit hook: any file, socket, process or code outside the counted bytes and the declared "
+                        "data FAILs (AUDIT-1).")] = False,
+    reproduce_train: Annotated[bool, typer.Option(
+        "--reproduce-train", help="Re-train each run from its train manifest's recorded config and data in a fresh "
+                                  "`pgolf train` process (one-process CPU runs up to 600 s; otherwise the command is "
+                                  "printed) and compare the loss curve and the weights (REPRO-2). With --reproduce: "
+                                  "both re-executions.")] = False,
     submission: Annotated[Path | None, typer.Option(help="Write the records folder here (refused when a check FAILs).",
                                                     rich_help_panel=_CLAIM)] = None,
     author: Annotated[str | None, typer.Option(help="submission.json author.", rich_help_panel=_CLAIM)] = None,
@@ -75,7 +85,8 @@ def verify_command(
 
         options = make_options(track, max_bytes=max_bytes, max_train_seconds=max_train_seconds,
                                      max_eval_seconds=max_eval_seconds, reference_bpb=_floats(reference_bpb or []),
-                                     probe=probe, submission=submission is not None, reproduce=reproduce)
+                                     probe=probe, submission=submission is not None, reproduce=reproduce,
+                                     audit=audit, reproduce_train=reproduce_train)
         tr = options.track
         probe_cfg = None
         if probe:

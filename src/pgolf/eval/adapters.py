@@ -9,13 +9,15 @@ keeps outside the model (LoRA factors), so the parameter checksums cover them to
 into full sequences of `seq_len` from its start; for each epoch, global batches of `batch_seqs`
 sequences, split across ranks; mean NLL -> backward -> gradients summed over ranks -> global-norm
 clip -> SGD (momentum persists across chunks) or AdamW step; lr decays over chunks by a cosine.
-Which parameters move: all of them, the MLP weights only, or rank-r LoRA factors attached to the
-model's Linear layers by forward hooks (PR #77), never changing the model's own modules.
+Which parameters move: all of them, the MLP weights only, those named by globs (PR #861), or rank-r
+LoRA factors attached to the model's Linear layers by forward hooks (PR #77), never changing the
+model's own modules. Per-block lr: geometric decay or PR #1406's linear ramp.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import re
 from typing import Protocol
@@ -75,6 +77,44 @@ def block_index(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+
+
+def select_params(model: nn.Module, cfg: TTTConfig) -> list[tuple[str, nn.Parameter]]:
+    """The (name, parameter) pairs that adapt for params "all", "mlp" or "names", frozen blocks left out.
+
+    A glob of `param_globs` that matches no parameter of the model is a ConfigError (a typo would
+    otherwise adapt nothing it names)."""
+    named = list(model.named_parameters())
+    if cfg.params == "names":
+        for glob in cfg.param_globs:
+            if not any(fnmatch.fnmatchcase(n, glob) for n, _ in named):
+                raise ConfigError(f"ttt.param_globs entry {glob!r} matches no parameter of the model",
+                                  f"parameter names look like: {', '.join(n for n, _ in named[:6])} ...")
+    chosen = []
+    for name, p in named:
+        i = block_index(name)
+        if i is not None and i < cfg.freeze_blocks:
+            continue
+        if cfg.params == "mlp" and param_class(name) != "mlp":
+            continue
+        if cfg.params == "names" and not any(fnmatch.fnmatchcase(name, g) for g in cfg.param_globs):
+            continue
+        chosen.append((name, p))
+    return chosen
+
+
+def block_lr_scale(name: str, cfg: TTTConfig, num_blocks: int) -> float:
+    """The lr multiplier of parameter `name`: geometric `block_lr_decay` and linear `block_lr_floor`
+    over the blocks (PR #1406: 0.3 for the first trainable block .. 1.0 for the last); 1 outside them."""
+    i = block_index(name)
+    if i is None or (cfg.block_lr_classes and param_class(name) not in cfg.block_lr_classes):
+        return 1.0
+    scale = cfg.block_lr_decay ** (num_blocks - 1 - i) if cfg.block_lr_decay != 1.0 else 1.0
+    if cfg.block_lr_floor != 1.0:
+        trainable = num_blocks - cfg.freeze_blocks
+        frac = (i - cfg.freeze_blocks) / max(trainable - 1, 1)
+        scale *= cfg.block_lr_floor + (1.0 - cfg.block_lr_floor) * frac
+    return scale
 
 
 class _LoRA(nn.Module):
@@ -143,20 +183,10 @@ class GradientAdapter:
                                   f"name suffixes of: {', '.join(linear[:8])}{' ...' if len(linear) > 8 else ''}")
             return [(f"{key.replace('/', '.')}.{n}", p) for key, mod in self.lora.items()
                     for n, p in mod.named_parameters()]
-        chosen = []
-        for name, p in self.model.named_parameters():
-            if self._frozen(name):
-                continue
-            if cfg.params == "mlp" and param_class(name) != "mlp":
-                continue
-            chosen.append((name, p))
-        return chosen
+        return select_params(self.model, cfg)
 
     def _lr_scale(self, name: str) -> float:
-        i = block_index(name)
-        if i is None or self.cfg.block_lr_decay == 1.0:
-            return 1.0
-        return self.cfg.block_lr_decay ** (self.num_blocks - 1 - i)
+        return block_lr_scale(name, self.cfg, self.num_blocks)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pgolf.config import check
+from pgolf.model.params import PARAM_CLASSES
 
 Mode = Literal["plain", "sliding", "ttt"]
 
@@ -29,12 +30,21 @@ class TTTConfig:
     batch_seqs: sequences per optimizer step, over all ranks (PR #549: 32).
     seq_len: tokens per training sequence; 0 = the evaluation window length. Each chunk is cut
         into floor(chunk / seq_len) full sequences from its start; a remainder is not trained on.
-    params: which parameters adapt: "all" (PR #549), "mlp" (MLP weights only) or "lora"
-        (rank-`lora_rank` adapters on the Linear layers named by `lora_targets`, PR #77).
+    params: which parameters adapt: "all" (PR #549), "mlp" (MLP weights only), "names" (those
+        whose name matches a glob of `param_globs`, PR #861) or "lora" (rank-`lora_rank` adapters
+        on the Linear layers named by `lora_targets`, PR #77).
+    param_globs: name globs of the parameters that adapt with params = "names" (fnmatch, e.g.
+        "*.mlp.fc.weight"; PR #861: its up/down projections and every "scale" tensor).
     lora_rank: rank of the LoRA adapters.
     lora_targets: module-name suffixes of the Linear layers that get LoRA adapters.
     freeze_blocks: the first N transformer blocks never adapt (PR #461: 2; PR #549: 0).
     block_lr_decay: block i of n adapts with lr * decay**(n - 1 - i) (1.0 = uniform).
+    block_lr_floor: linear per-block lr (PR #1406's discriminative TTT): the first trainable block
+        adapts with lr * floor, the last with lr, linearly between; parameters outside the blocks
+        at lr (1.0 = uniform; PR #1406: 0.3). Multiplies with block_lr_decay.
+    block_lr_classes: the parameter classes (`pgolf.model.param_class`) the per-block lr applies to;
+        the others adapt at lr. Empty = all. PR #1406: ["control"] (its weight matrices live in banks
+        outside its blocks, so its ramp only ever reached the per-block gains and mixes).
     schedule: "cosine": lr * (1 + cos(pi * c / (n - 1))) / 2 over the chunks c (PR #549), or "constant".
     grad_clip: clip the global gradient norm to this (0 = off).
     seed: seed of the LoRA initialization.
@@ -48,11 +58,14 @@ class TTTConfig:
     epochs: int = 3
     batch_seqs: int = 32
     seq_len: int = 0
-    params: Literal["all", "mlp", "lora"] = "all"
+    params: Literal["all", "mlp", "names", "lora"] = "all"
+    param_globs: tuple[str, ...] = ()
     lora_rank: int = 8
     lora_targets: tuple[str, ...] = ("attn.c_q", "attn.c_v")
     freeze_blocks: int = 0
     block_lr_decay: float = 1.0
+    block_lr_floor: float = 1.0
+    block_lr_classes: tuple[str, ...] = ()
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = 1.0
     seed: int = 0
@@ -70,6 +83,11 @@ class TTTConfig:
               "must name at least one Linear layer when params = 'lora'")
         check(self.freeze_blocks >= 0, "ttt.freeze_blocks", "must be >= 0")
         check(self.block_lr_decay > 0, "ttt.block_lr_decay", "must be positive")
+        check(0 < self.block_lr_floor <= 1, "ttt.block_lr_floor", "must be in (0, 1] (1 = uniform)")
+        check(all(c in PARAM_CLASSES for c in self.block_lr_classes), "ttt.block_lr_classes",
+              f"must name classes among {', '.join(PARAM_CLASSES)}; got {list(self.block_lr_classes)}")
+        check(len(self.param_globs) > 0 or self.params != "names", "ttt.param_globs",
+              "must name at least one parameter glob when params = 'names'")
         check(self.grad_clip >= 0, "ttt.grad_clip", "must be >= 0 (0 = off)")
 
 

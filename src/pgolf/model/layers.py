@@ -63,10 +63,11 @@ class CastedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=False)
         self.zero_init = zero_init
         self.qat_bits: int | None = None
+        self.qat_floor = 0.0  # lower bound of the QAT scales (0 = fp16's smallest normal)
 
     def effective_weight(self) -> Tensor:
         w = self.weight
-        return w if self.qat_bits is None else fake_quantize_rows(w, self.qat_bits)
+        return w if self.qat_bits is None else fake_quantize_rows(w, self.qat_bits, self.qat_floor)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.effective_weight().to(x.dtype))
@@ -78,10 +79,11 @@ class CastedEmbedding(nn.Embedding):
     def __init__(self, num_embeddings: int, embedding_dim: int):
         super().__init__(num_embeddings, embedding_dim)
         self.qat_bits: int | None = None
+        self.qat_floor = 0.0
 
     def effective_weight(self) -> Tensor:
         w = self.weight
-        return w if self.qat_bits is None else fake_quantize_rows(w, self.qat_bits)
+        return w if self.qat_bits is None else fake_quantize_rows(w, self.qat_bits, self.qat_floor)
 
     def forward(self, idx: Tensor) -> Tensor:
         return F.embedding(idx, self.effective_weight())
@@ -172,6 +174,10 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         self.qk_norm = cfg.qk_norm
         self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
+        # Sparse head-output gate (PR #2135): zero init, so every head starts at half its output.
+        self.gate_window, self.gate_scale = cfg.gate_window, cfg.sparse_attn_gate_scale
+        self.attn_gate_w = (nn.Parameter(torch.zeros(cfg.num_heads, cfg.gate_window, dtype=torch.float32))
+                            if cfg.sparse_attn_gate else None)
 
     def forward(self, x_BTD: Tensor, cos_TR: Tensor, sin_TR: Tensor, mask_B1TT: Tensor | None = None,
                 ve_BTC: Tensor | None = None) -> Tensor:
@@ -193,6 +199,10 @@ class CausalSelfAttention(nn.Module):
         y_BHTE = attend(q_BHTE, k_BKTE, v_BKTE, mask_B1TT)
         if self.use_xsa:  # uses the final v of the layer, value embedding included (PR #287)
             y_BHTE = exclusive_self_attention(y_BHTE, v_BKTE)
+        if self.attn_gate_w is not None:  # after XSA, before the output projection (PR #2135)
+            z_BTH = F.linear(x_BTD[..., : self.gate_window], self.attn_gate_w.to(x_BTD.dtype))
+            g_BHT1 = torch.sigmoid(self.gate_scale * z_BTH).transpose(1, 2).unsqueeze(-1)
+            y_BHTE = y_BHTE * g_BHT1.to(y_BHTE.dtype)
         return self.proj(y_BHTE.transpose(1, 2).reshape(B, T, D))
 
 
@@ -200,7 +210,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """proj(act(fc x)): relu^2 (baseline), leaky_relu(0.5)^2 (PR #549) or SwiGLU (silu(gate x) * fc x)."""
+    """proj(act(fc x)): relu^2 (baseline), leaky_relu(0.5)^2 (PR #549) or SwiGLU (silu(gate x) * fc x).
+
+    With cfg.mlp_affine the activation is then scaled and shifted per channel (PR #861 "Star-ReLU").
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -209,6 +222,8 @@ class MLP(nn.Module):
         self.fc = CastedLinear(D, F_)
         self.gate = CastedLinear(D, F_) if cfg.activation == "swiglu" else None
         self.proj = CastedLinear(F_, D, zero_init=True)
+        self.scale = nn.Parameter(torch.ones(F_, dtype=torch.float32)) if cfg.mlp_affine else None
+        self.bias = nn.Parameter(torch.zeros(F_, dtype=torch.float32)) if cfg.mlp_affine else None
 
     def forward(self, x_BTD: Tensor) -> Tensor:
         h_BTF = self.fc(x_BTD)
@@ -218,6 +233,8 @@ class MLP(nn.Module):
             h_BTF = F.leaky_relu(h_BTF, self.leaky_slope).square()
         else:
             h_BTF = torch.relu(h_BTF).square()
+        if self.scale is not None and self.bias is not None:
+            h_BTF = h_BTF * self.scale.to(h_BTF.dtype) + self.bias.to(h_BTF.dtype)
         return self.proj(h_BTF)
 
 
@@ -257,3 +274,20 @@ class Block(nn.Module):
             return x_BTD + attn_scale * a_BTD + mlp_scale * self.mlp(h_BTD)
         x_BTD = x_BTD + attn_scale * a_BTD
         return x_BTD + mlp_scale * self.mlp(self._norm(x_BTD))
+
+    def forward_lanes(self, lane0_BTD: Tensor, lane1_BTD: Tensor, x0_BTD: Tensor, resid_2: Tensor, post_22: Tensor,
+                      cos_TR: Tensor, sin_TR: Tensor, mask_B1TT: Tensor | None = None,
+                      ve_BTC: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Two-lane parallel block (PR #2135, cfg.parallel_lanes_from): attention reads the mix of lane0
+        and x0, the MLP reads lane1; resid_2 = (r_attn, r_mlp) keeps each lane, post_22[j] = where
+        branch j (0 attention, 1 MLP) writes into (lane0, lane1)."""
+        dt = lane0_BTD.dtype
+        attn_in = lane0_BTD
+        if self.resid_mix is not None:
+            mix = self.resid_mix.to(dt)
+            attn_in = mix[0] * lane0_BTD + mix[1] * x0_BTD
+        a_BTD = self.attn_scale.to(dt) * self.attn(self._norm(attn_in), cos_TR, sin_TR, mask_B1TT, ve_BTC)
+        m_BTD = self.mlp_scale.to(dt) * self.mlp(self._norm(lane1_BTD))
+        r, p = resid_2.to(dt), post_22.to(dt)
+        return (r[0] * lane0_BTD + p[0, 0] * a_BTD + p[1, 0] * m_BTD,
+                r[1] * lane1_BTD + p[0, 1] * a_BTD + p[1, 1] * m_BTD)

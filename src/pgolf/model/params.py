@@ -35,12 +35,21 @@ CONTROL_PATTERNS: tuple[str, ...] = (
     "value_embed.lambdas",
     "backout_lambda",
     "recur_active",
+    "mlp.scale",  # PR #861's per-channel MLP scale and bias (mlp_affine)
+    "mlp.bias",
+    "attn_gate",  # PR #2135's sparse attention gate, two-lane mixing and learned softcaps
+    "parallel_post_lambdas",
+    "parallel_resid_lambdas",
+    "softcap_pos",
+    "softcap_neg",
 )
 
 PARAM_CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "bigram", "value_embed", "control", "other")
 
-# Classes whose matrices QAT can fake-quantize (control tensors are never quantized).
-QAT_CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "bigram", "value_embed")
+# What QAT can fake-quantize (control tensors never are). The bigram and value-embedding tables
+# and their projections are separate targets: the records quantize them differently (PR #1216: the
+# bigram table and proj and the VE proj, not the VE table; PR #861 and #1406: only the projections).
+QAT_CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "bigram", "bigram_proj", "value_embed", "value_embed_proj")
 
 # torch.compile and DDP wrap the model; their prefixes do not change what a tensor is.
 _WRAPPER_PREFIX = re.compile(r"^(?:(?:_orig_mod|module)\.)+")
@@ -62,6 +71,15 @@ def param_class(name: str) -> str:
     if ".mlp." in name:
         return "mlp"
     return "other"
+
+
+def qat_class(name: str) -> str:
+    """QAT target of a weight: its `param_class`, with the bigram / value-embedding projections split
+    off as "bigram_proj" / "value_embed_proj" (the tables stay "bigram" / "value_embed")."""
+    cls = param_class(name)
+    if cls in ("bigram", "value_embed") and ".proj." in _WRAPPER_PREFIX.sub("", name):
+        return f"{cls}_proj"
+    return cls
 
 
 def num_params(model: nn.Module) -> int:

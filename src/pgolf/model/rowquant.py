@@ -42,12 +42,13 @@ def dequantize_rows(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return codes.float() * scale.float().unsqueeze(1)
 
 
-def fake_quantize_rows(w: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quantize_rows(w: torch.Tensor, bits: int, floor: float = FP16_TINY) -> torch.Tensor:
     """Quantize-dequantize `w` in the forward pass; the gradient passes straight through (STE).
 
     Used by QAT so training sees the rounding it will get from `pgolf quantize` (row-max clip).
+    `floor` bounds the scales from below (PR #861 QAT: 1/15 at int5; PR #1406: 1/31 at int6).
     """
     with torch.no_grad():
-        scale = row_scales(w, bits)
+        scale = row_scales(w, bits, floor=max(floor, FP16_TINY))
         wq = dequantize_rows(quantize_rows(w, scale, bits), scale).to(w.dtype)
     return w + (wq - w).detach()

@@ -12,8 +12,9 @@ Coefficients: the baseline's quintic (a, b, c) = (3.4445, -4.7750, 2.0315) for e
 the Polar Express per-iteration minimax coefficients (Amsel, Persson, Musco, Gower 2025, "The Polar
 Express: Optimal Matrix Sign Methods and Their Application to the Muon Algorithm",
 arXiv:2505.16932; the 5-step table published with modded-nanogpt, used in parameter-golf from
-PR #1344), computed for a 2% safety factor, so X is normalized by 1.02 ||U||_F there (PR #1344's
-port normalizes by ||U||_F alone). Iterations beyond the table reuse its last tuple.
+PR #1344), computed for a 2% safety factor, so X is normalized by 1.02 ||U||_F there. PR #1344's
+port, and every record after it up to PR #2135, normalizes by ||U||_F + eps alone:
+"polar_express_pr1344" is that form. Iterations beyond the table reuse its last tuple.
 
 The iteration runs in bf16 on GPU (as the records do) and in fp32 on CPU: CPU bf16 matmuls are slow
 without AMX, and their rounding depends on which kernel the CPU gets, so fp32 keeps CPU runs
@@ -49,7 +50,11 @@ POLAR_EXPRESS_COEFFICIENTS = (
 NS_COEFFICIENTS: dict[str, tuple[tuple[tuple[float, float, float], ...], float]] = {
     "baseline": (BASELINE_COEFFICIENTS, 1.0),
     "polar_express": (POLAR_EXPRESS_COEFFICIENTS, 1.02),
+    "polar_express_pr1344": (POLAR_EXPRESS_COEFFICIENTS, 1.0),
 }
+# Coefficient sets whose normalization is X / (||X||_F + eps), as the records' ports write it (PR #1344
+# through #2135), rather than X / max(||X||_F, eps) (torch.optim.Muon, pgolf's other sets).
+NS_EPS_ADDED = frozenset({"polar_express_pr1344"})
 MUON_VARIANTS = ("standard", "eq_r")
 
 
@@ -66,7 +71,10 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients: str = "baseline", eps
     if transposed:  # iterate on the short side: A = X X^T is min(rows, cols) square
         X = X.T
     norm = X.norm()
-    X = X / (norm * safety if safety != 1.0 else norm).clamp(min=eps)
+    if coefficients in NS_EPS_ADDED:
+        X = X / (norm + eps)
+    else:
+        X = X / (norm * safety if safety != 1.0 else norm).clamp(min=eps)
     for i in range(steps):
         a, b, c = table[min(i, len(table) - 1)]
         A = X @ X.T

@@ -23,7 +23,7 @@ from pgolf.errors import ConfigError, DataError
 from pgolf.eval.scoring import autocast_for
 from pgolf.model.params import param_class
 from pgolf.quant.config import QuantizeConfig
-from pgolf.quant.schemes import plan_tensor
+from pgolf.quant.schemes import count_blocks, plan_tensor
 
 if TYPE_CHECKING:
     from pgolf.model.gpt import GPT
@@ -212,9 +212,11 @@ def calibration_targets(model: nn.Module, cfg: QuantizeConfig) -> tuple[list[str
     """
     extra: dict[str, tuple[str, Where]] = {head_weight(model): ("final_norm", "output")}
     hookable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear) and n} | set(extra)
-    names = [n for n, t in model.state_dict().items()
+    state = model.state_dict()
+    blocks = count_blocks(state)
+    names = [n for n, t in state.items()
              if n in hookable and t.ndim == 2 and t.is_floating_point()
-             and plan_tensor(n, tuple(t.shape), t.dtype, param_class(n), cfg).is_int]
+             and plan_tensor(n, tuple(t.shape), t.dtype, param_class(n), cfg, blocks).is_int]
     return names, {k: v for k, v in extra.items() if k in names}
 
 

@@ -9,8 +9,9 @@ Methods (techniques §5.1, §5.3, §5.5):
             either one per matrix (as #414's code does) or one per row.
 
 The clip only sets the scale: codes are `clamp(round(W / s), -qmax, qmax)` for every method (as in the
-int6 records and GPTQ). The baseline int8 export also clamped W to +-c before rounding; the two agree
-unless a scale floor lifts s above c / qmax.
+int6 records and GPTQ). The baseline int8 export also clamped W to +-c before rounding, on the fp32
+scale, and stored that scale's fp16 rounding: `rounding = "clamped"` reproduces it exactly (the two
+differ where a scale floor lifts s above c / qmax, and where fp16 rounding moves W / s across a half).
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ class ClipSpec:
     """How to choose the per-row clip of one matrix.
 
     `method` is rowmax | quantile | sdclip | search; `quantile` is used by "quantile", `quantiles` and
-    `granularity` ("matrix" | "row") by "search", `k` by "sdclip"; `floor` is the smallest scale.
+    `granularity` ("matrix" | "row") by "search", `k` by "sdclip"; `floor` is the smallest scale;
+    `rounding` "stored" (round on the stored fp16 scale) or "clamped" (the records' int8 export:
+    clamp W to +-clip, round on the fp32 scale, store its fp16 rounding); `full_range`: codes in
+    [-(qmax+1), qmax] instead of +-qmax.
     """
 
     method: str = "rowmax"
@@ -75,10 +79,19 @@ class ClipSpec:
     granularity: str = "matrix"
     k: float = 12.85
     floor: float = FP16_TINY
+    rounding: str = "stored"
+    full_range: bool = False  # codes may reach -(qmax+1) (the records' grid)
+
+    @property
+    def low_code(self) -> int:
+        """How far below zero a code may go, as a positive offset over qmax: 1 on the full grid, else 0."""
+        return 1 if self.full_range else 0
 
     def __post_init__(self) -> None:
         if self.method not in ("rowmax", "quantile", "sdclip", "search"):
             raise ValueError(f"unknown clip method {self.method!r}")
+        if self.rounding not in ("stored", "clamped"):
+            raise ValueError(f"unknown rounding {self.rounding!r}")
         if self.granularity not in ("matrix", "row"):
             raise ValueError(f"unknown search granularity {self.granularity!r}")
 

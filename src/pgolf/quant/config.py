@@ -46,6 +46,24 @@ def parse_override(text: str) -> tuple[str, int]:
     return pattern, bits
 
 
+def parse_width_override(text: str) -> tuple[str, int]:
+    """Split one `width_overrides` entry `"glob=bits"` (bits 2..8: these only pick an integer width)."""
+    pattern, sep, raw = text.rpartition("=")
+    pattern, raw = pattern.strip(), raw.strip()
+    bits = int(raw) if raw.isdigit() else -1
+    if not sep or not pattern or bits not in INT_BITS:
+        raise ConfigError(
+            f"config key 'width_overrides' has entry {text!r} that is not of the form glob=bits with bits 2..8",
+            "e.g. 'bigram.*=6' (fp16 keeps go in keep_float)",
+        )
+    return pattern, bits
+
+
+def expand_last(pattern: str, num_blocks: int) -> str:
+    """`{last}` in a name glob -> the index of the model's last block (PR #1216's last-layer c_k keep)."""
+    return pattern.replace("{last}", str(max(num_blocks - 1, 0)))
+
+
 def override_bits(name: str, overrides: tuple[tuple[str, int], ...]) -> int | None:
     """Bits of the LAST override whose glob matches `name` (later entries refine earlier ones), else None."""
     hit = None
@@ -53,6 +71,48 @@ def override_bits(name: str, overrides: tuple[tuple[str, int], ...]) -> int | No
         if fnmatch.fnmatchcase(name, pattern):
             hit = bits
     return hit
+
+
+@dataclasses.dataclass(frozen=True)
+class WidthRecipe:
+    """How the integer tensors of one bit width are clipped and rounded (the records mix recipes by
+    width: PR #264 rounds int5/int6 on the row max and int8 on a quantile clip with a 1/127 floor).
+
+    bits: the width this applies to (2..8). clip / clip_quantile / scale_floor: as QuantizeConfig's
+    keys, for this width only (unset: the run's). rounding: "stored" (pgolf: codes round on the
+    stored fp16 scale) or "clamped" (the records' int8 export, `quantize_float_tensor`: W is clamped
+    to +-clip and rounded on the fp32 scale; the fp16 rounding of that scale is what is stored).
+    grid: "symmetric" (pgolf: codes in +-qmax) or "full" (the records' `quantize_intN_per_row`:
+    codes in [-(qmax+1), qmax], storage id intN_rowfull_v1; reached only under a clip below the row
+    max, e.g. PR #1216's quantile search).
+    """
+
+    bits: int
+    clip: ClipMethod | None = None
+    clip_quantile: float | None = None
+    scale_floor: float | Literal["1/qmax"] | None = None
+    rounding: Literal["stored", "clamped"] = "stored"
+    grid: Literal["symmetric", "full"] = "symmetric"
+
+    def __post_init__(self) -> None:
+        check(self.bits in INT_BITS, "widths.bits", f"must be 2..8; got {self.bits}")
+        check(self.clip is None or self.clip in CLIP_METHODS, "widths.clip",
+              f"must be one of {', '.join(CLIP_METHODS)}; got {self.clip!r}")
+        check(self.clip_quantile is None or 0.0 < self.clip_quantile <= 1.0, "widths.clip_quantile",
+              f"must be in (0, 1]; got {self.clip_quantile}")
+        check(_valid_floor(self.scale_floor) or self.scale_floor is None, "widths.scale_floor",
+              f"must be '1/qmax' or a float in [2**-24, 1); got {self.scale_floor!r}")
+        check(self.rounding in ("stored", "clamped"), "widths.rounding",
+              f"must be 'stored' or 'clamped'; got {self.rounding!r}")
+        check(self.rounding == "stored" or (self.clip or "quantile") != "search", "widths.rounding",
+              "'clamped' needs a single clip (not 'search')")
+        check(self.grid in ("symmetric", "full"), "widths.grid", f"must be 'symmetric' or 'full'; got {self.grid!r}")
+        check(self.grid == "symmetric" or self.rounding == "stored", "widths.grid",
+              "'full' goes with rounding = 'stored' (the records' clamped export is symmetric)")
+
+
+def _valid_floor(floor: object) -> bool:
+    return floor == "1/qmax" or (isinstance(floor, float) and FP16_SMALLEST_SUBNORMAL <= floor < 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +153,26 @@ class QuantizeConfig:
     embed_bits: int = 8  # 8: per-row int8 (XSA4 onward); 16: fp16 passthrough (#180); 2..8 or 16
     # Per-tensor widths by name glob, "glob=bits" with bits 2..8, 16 (fp16) or 32 (fp32); last match wins.
     overrides: tuple[str, ...] = ()
+    # --- The records' export rules (docs/quantize.md, "Record recipes"); the defaults change nothing.
+    # Per-width clip, floor and rounding, e.g. [{bits = 8, clip = "quantile", scale_floor = "1/qmax",
+    # rounding = "clamped"}] (PR #264's int8 embedding beside row-max int5/int6).
+    widths: tuple[WidthRecipe, ...] = ()
+    # fp16 keep-list by name glob, applied after the control and size rules (the records'
+    # FP16_KEEP_NAME_PATTERNS: PR #366 "tok_emb.*", "blocks.8.attn.c_k.*"); `{last}` is the last
+    # block's index (PR #1216). An entry may match nothing (a shrunk model).
+    keep_float: tuple[str, ...] = ()
+    # Integer widths by name glob for tensors the control, size and keep rules leave to be quantized
+    # ("glob=bits", bits 2..8, last match wins, may match nothing): the records' name classes.
+    width_overrides: tuple[str, ...] = ()
+    # True: control tensors are fp32 whatever their size (pgolf). False: the records' order, where
+    # the size rule comes first and a small control tensor is fp16 like any small tensor.
+    control_first: bool = True
+    # "count": zero exactly round(frac * numel) entries (pgolf); "quantile": zero every |w| strictly
+    # below torch.quantile(|W|, frac) (PRs #366, #861, #1216).
+    prune_method: Literal["count", "quantile"] = "count"
+    # GPTQ's clip candidate: the smallest output error (W - Ŵ) H (W - Ŵ)^T ("hessian", pgolf) or the
+    # smallest weight MSE ("weight", PR #1406's quantize_int6_gptq).
+    gptq_select: Literal["hessian", "weight"] = "hessian"
 
     def __post_init__(self) -> None:
         check(self.scheme in SCHEMES, "scheme", f"must be one of {', '.join(SCHEMES)}; got {self.scheme!r}")
@@ -112,8 +192,7 @@ class QuantizeConfig:
         check(self.sdclip_k > 0, "sdclip_k", f"must be > 0; got {self.sdclip_k}")
         check(self.sdclip_k_embed > 0, "sdclip_k_embed", f"must be > 0; got {self.sdclip_k_embed}")
         check(
-            self.scale_floor == "1/qmax"
-            or (isinstance(self.scale_floor, float) and FP16_SMALLEST_SUBNORMAL <= self.scale_floor < 1.0),
+            _valid_floor(self.scale_floor),
             "scale_floor",
             f"must be '1/qmax' or a float in [2**-24, 1) (a smaller one rounds to a zero fp16 scale); "
             f"got {self.scale_floor!r}",
@@ -142,14 +221,42 @@ class QuantizeConfig:
         )
         for text in self.overrides:  # a malformed entry raises a ConfigError naming 'overrides'
             parse_override(text)
+        for text in self.width_overrides:
+            parse_width_override(text)
+        for w in self.widths:
+            self.width(w.bits)  # the filled-in recipe must be valid too ('clamped' needs a single clip)
+        seen = [w.bits for w in self.widths]
+        check(len(seen) == len(set(seen)), "widths", f"names a width twice: {seen}")
+        check(self.prune_method in ("count", "quantile"), "prune_method",
+              f"must be 'count' or 'quantile'; got {self.prune_method!r}")
+        check(self.gptq_select in ("hessian", "weight"), "gptq_select",
+              f"must be 'hessian' or 'weight'; got {self.gptq_select!r}")
 
     @property
     def parsed_overrides(self) -> tuple[tuple[str, int], ...]:
         """`overrides` as (glob, bits) pairs, in order."""
         return tuple(parse_override(text) for text in self.overrides)
 
+    @property
+    def parsed_width_overrides(self) -> tuple[tuple[str, int], ...]:
+        return tuple(parse_width_override(text) for text in self.width_overrides)
+
+    def width(self, bits: int) -> WidthRecipe:
+        """The recipe of `bits`-wide tensors, unset fields filled from the run's keys."""
+        w = next((w for w in self.widths if w.bits == bits), WidthRecipe(bits))
+        return WidthRecipe(
+            bits,
+            clip=w.clip or self.clip,
+            clip_quantile=self.clip_quantile if w.clip_quantile is None else w.clip_quantile,
+            scale_floor=self.scale_floor if w.scale_floor is None else w.scale_floor,
+            rounding=w.rounding,
+            grid=w.grid,
+        )
+
     def floor_for(self, bits: int) -> float:
         """The scale floor for a `bits`-wide integer tensor."""
-        if self.scale_floor == "1/qmax":
+        floor = self.width(bits).scale_floor
+        if floor == "1/qmax":
             return 1.0 / (2 ** (bits - 1) - 1)
-        return float(self.scale_floor)
+        assert floor is not None  # width() fills it from the run's scale_floor
+        return float(floor)

@@ -42,6 +42,27 @@ def _pick_rows(cands: list[tuple[torch.Tensor, torch.Tensor]], pick: torch.Tenso
     return codes[pick, rows], scales[pick, rows]
 
 
+def round_rows(w: torch.Tensor, scale: torch.Tensor, bits: int, low: int = 0) -> torch.Tensor:
+    """int8 codes of `w` [rows, cols] on fp16 `scale` [rows]: `rowquant.quantize_rows`, with the
+    lowest code -(qmax + low) (low = 1: the records' grid)."""
+    if low == 0:
+        return rowquant.quantize_rows(w, scale, bits)
+    qmax = rowquant.qmax_for(bits)
+    q = torch.round(w.float() / scale.float().unsqueeze(1))
+    return q.clamp_(-(qmax + low), qmax).to(torch.int8)
+
+
+def clamped_rows(w: torch.Tensor, bits: int, clip: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The records' int8 export (`quantize_float_tensor`, baseline onward): W clamped to +-clip per
+    row, rounded on the fp32 scale max(clip / qmax, floor); the stored scale is that scale in fp16.
+    Returns (int8 codes [rows, cols], fp16 scales [rows])."""
+    qmax = rowquant.qmax_for(bits)
+    c = clip.float().unsqueeze(1)
+    s32 = (clip.float() / qmax).clamp_min(floor)
+    q = torch.round(torch.maximum(torch.minimum(w.float(), c), -c) / s32.unsqueeze(1))
+    return q.clamp_(-qmax, qmax).to(torch.int8), s32.to(torch.float16)
+
+
 def rtn_quantize(w: torch.Tensor, bits: int, clip: ClipSpec = ClipSpec()) -> RowQuant:
     """Round-to-nearest per-row quantization of `w` [rows, cols] (any float dtype) at `bits`.
 
@@ -51,14 +72,20 @@ def rtn_quantize(w: torch.Tensor, bits: int, clip: ClipSpec = ClipSpec()) -> Row
     w32 = w.detach().float()
     descs, cands, errs = [], [], []
     for desc, c in clip.candidates(w32):
-        scale = rowquant.row_scales(w32, bits, c, clip.floor)
-        codes = rowquant.quantize_rows(w32, scale, bits)
+        if clip.rounding == "clamped":
+            codes, scale = clamped_rows(w32, bits, c, clip.floor)
+        else:
+            scale = rowquant.row_scales(w32, bits, c, clip.floor)
+            codes = round_rows(w32, scale, bits, clip.low_code)
         descs.append(desc)
         cands.append((codes, scale))
         errs.append((w32 - rowquant.dequantize_rows(codes, scale)).square().sum(dim=1))
     pick = choose(errs, clip.granularity)
     codes, scale = _pick_rows(cands, pick)
-    return RowQuant(codes, scale, {"method": "rtn", "clip": describe_choice(descs, pick, clip.granularity)})
+    info: dict[str, Any] = {"method": "rtn", "clip": describe_choice(descs, pick, clip.granularity)}
+    if clip.rounding != "stored":
+        info["rounding"] = clip.rounding
+    return RowQuant(codes, scale, info)
 
 
 def hessian_row_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
@@ -79,7 +106,9 @@ def prepare_hessian(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, t
     h = hessian.detach().float().clone()
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
-    h.diagonal().add_(damp * torch.diagonal(h).mean())
+    # the mean of a contiguous copy of the diagonal, as the records compute it (torch.diag(H).mean()):
+    # a strided view sums in another order, and one ulp of damping moves GPTQ codes (PR #1406 test)
+    h.diagonal().add_(damp * torch.diag(h).mean())
     return h, dead
 
 
@@ -93,6 +122,7 @@ def gptq_codes(
     block_size: int = 128,
     act_order: bool = True,
     keep_zero: torch.Tensor | None = None,
+    low: int = 0,
 ) -> torch.Tensor:
     """GPTQ sweep on a fixed per-row grid: int8 codes [rows, cols] for `w` [rows, cols].
 
@@ -131,7 +161,7 @@ def gptq_codes(
         U1 = U[i1:i2, i1:i2]
         for j in range(i2 - i1):
             wj = W1[:, j]
-            q = torch.round(wj / s).clamp_(-qmax, qmax)
+            q = torch.round(wj / s).clamp_(-(qmax + low), qmax)
             if mask is not None:
                 q = q.masked_fill(mask[:, i1 + j], 0.0)
             Q[:, i1 + j] = q
@@ -157,13 +187,15 @@ def gptq_quantize(
     block_size: int = 128,
     act_order: bool = True,
     keep_zero: torch.Tensor | None = None,
+    select: str = "hessian",
 ) -> RowQuant:
     """Full-Hessian GPTQ of `w` [rows, cols] at `bits` with scales fixed from `clip` before the sweep.
 
     `hessian` [cols, cols]: x x^T accumulated over the layer's calibration inputs (any positive
     scale). With `clip.method == "search"` one sweep runs per candidate quantile and the winner has
     the smallest output error (W - Ŵ) H (W - Ŵ)^T, per matrix or per row (GPTQ treats rows
-    independently, so a per-row choice is exact). Dead inputs (diag H = 0) get weight 0.
+    independently, so a per-row choice is exact); `select = "weight"` picks by squared weight error
+    instead (PR #1406). Dead inputs (diag H = 0) get weight 0.
     If H is not positive definite after damping, falls back to round-to-nearest with the clip search
     (FGPTQ's fallback) and says so in `info["fallback"]`.
     """
@@ -189,6 +221,7 @@ def gptq_quantize(
             block_size=block_size,
             act_order=act_order,
             keep_zero=keep_zero.repeat(n, 1) if keep_zero is not None else None,
+            low=clip.low_code,
         )
     except GPTQFailure as e:
         search = dataclasses.replace(clip, method="search")
@@ -196,7 +229,10 @@ def gptq_quantize(
         fallback.info["fallback"] = f"gptq failed ({e}); used round-to-nearest with the clip search"
         return fallback
     cands = list(zip(codes_all.chunk(n), scales))
-    errs = [hessian_row_error(w32, rowquant.dequantize_rows(codes, scale), h) for codes, scale in cands]
+    if select == "weight":  # PR #1406: weight MSE against W with dead inputs zeroed
+        errs = [(w_live - rowquant.dequantize_rows(codes, scale)).square().sum(dim=1) for codes, scale in cands]
+    else:
+        errs = [hessian_row_error(w32, rowquant.dequantize_rows(codes, scale), h) for codes, scale in cands]
     pick = choose(errs, clip.granularity)
     codes, scale = _pick_rows(cands, pick)
     info = {
@@ -206,5 +242,6 @@ def gptq_quantize(
         "block_size": block_size,
         "act_order": act_order,
         "dead_inputs": int(dead.sum().item()),
+        "select": select,
     }
     return RowQuant(codes, scale, info)

@@ -29,7 +29,16 @@ from pgolf.quant.clip import ClipSpec
 from pgolf.quant.config import QuantizeConfig
 from pgolf.quant.matrix import RowQuant, gptq_quantize, rtn_quantize
 from pgolf.quant.prune import magnitude_prune
-from pgolf.quant.schemes import FP16_ID, FP32_ID, RAW_ID, TensorPlan, parse_scheme_id, plan_tensor
+from pgolf.quant.schemes import (
+    FP16_ID,
+    FP32_ID,
+    RAW_ID,
+    TensorPlan,
+    code_range,
+    count_blocks,
+    parse_scheme_id,
+    plan_tensor,
+)
 
 FORMAT = "pgolf.quant/1"
 DTYPES = {  # names stored in meta["tensors"][NAME]["dtype"]
@@ -73,20 +82,24 @@ def default_classifier() -> Callable[[str], str]:
 
 
 def clip_spec(cfg: QuantizeConfig, bits: int, tensor_class: str) -> ClipSpec:
-    """The clip settings for one integer tensor (SDClip uses its own k for the embedding)."""
+    """The clip settings for one integer tensor: the run's, refined by its width's recipe (`widths`);
+    SDClip uses its own k for the embedding."""
+    recipe = cfg.width(bits)
     return ClipSpec(
-        method=cfg.clip,
-        quantile=cfg.clip_quantile,
+        method=recipe.clip or cfg.clip,
+        quantile=cfg.clip_quantile if recipe.clip_quantile is None else recipe.clip_quantile,
         quantiles=cfg.search_quantiles,
         granularity=cfg.search_granularity,
         k=cfg.sdclip_k_embed if tensor_class == "embed" else cfg.sdclip_k,
         floor=cfg.floor_for(bits),
+        rounding=recipe.rounding,
+        full_range=recipe.grid == "full",
     )
 
 
 def _code_entropy(codes: torch.Tensor, qmax: int) -> float:
     """Zeroth-order entropy of the codes, bits per entry: about what an order-0 entropy coder reaches."""
-    counts = torch.bincount((codes.flatten().long() + qmax), minlength=2 * qmax + 1).double()
+    counts = torch.bincount((codes.flatten().long() + qmax + 1), minlength=2 * qmax + 2).double()
     p = counts[counts > 0] / counts.sum()
     return float(-(p * p.log2()).sum().item()) if p.numel() else 0.0
 
@@ -128,13 +141,14 @@ def quantize_state(
         if not any(fnmatch.fnmatchcase(n, glob) for n in float_names):
             raise ConfigError(f"config key 'overrides' has entry {text!r} that matches no float tensor of the model")
 
+    blocks = count_blocks(state)
     tensors: dict[str, torch.Tensor] = {}
     meta_tensors: dict[str, dict[str, Any]] = {}
     report_tensors: dict[str, dict[str, Any]] = {}
     for name, t in state.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ArtifactError(f"tensor '{name}' has NaN or infinite values", "the checkpoint is corrupt; retrain")
-        stored, entry, stats = _quantize_tensor(name, t.detach(), classify(name), cfg, hessians)
+        stored, entry, stats = _quantize_tensor(name, t.detach(), classify(name), cfg, hessians, blocks)
         tensors.update(stored)
         meta_tensors[name] = entry
         recon = _dequantize_one(name, entry, stored)
@@ -156,10 +170,11 @@ def _quantize_tensor(
     tensor_class: str,
     cfg: QuantizeConfig,
     hessians: Mapping[str, torch.Tensor] | None,
+    num_blocks: int = 0,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(stored tensors on the CPU, metadata entry, report statistics) of one tensor."""
     shape = tuple(int(d) for d in t.shape)
-    plan = plan_tensor(name, shape, t.dtype, tensor_class, cfg)
+    plan = plan_tensor(name, shape, t.dtype, tensor_class, cfg, num_blocks)
     entry: dict[str, Any] = {
         "scheme": plan.scheme,
         "bits": plan.bits,
@@ -171,7 +186,7 @@ def _quantize_tensor(
     w, keep_zero = t, None
     prunable = t.is_floating_point() and t.ndim == 2 and t.numel() > cfg.prune_min_numel and plan.scheme != FP32_ID
     if cfg.prune_frac > 0 and prunable:
-        w, keep_zero = magnitude_prune(t, cfg.prune_frac)
+        w, keep_zero = magnitude_prune(t, cfg.prune_frac, cfg.prune_method)
     entry["pruned_frac"] = int(keep_zero.sum().item()) / t.numel() if keep_zero is not None else 0.0
 
     if not plan.is_int:
@@ -208,10 +223,10 @@ def _quantize_int(
     w2 = w.float().reshape(rows, cols)
     spec = clip_spec(cfg, plan.bits, tensor_class)
     h = hessians.get(name) if (cfg.gptq and hessians is not None and w.ndim == 2) else None
-    if h is None:
+    if h is None or spec.rounding == "clamped":  # the records' int8 path is never GPTQ'd (PR #1406)
         rq = rtn_quantize(w2, plan.bits, spec)
         if cfg.gptq:
-            rq.info["gptq_skipped"] = "no Hessian for this tensor"
+            rq.info["gptq_skipped"] = "no Hessian for this tensor" if h is None else "rounding = 'clamped'"
         return rq
     if tuple(h.shape) != (cols, cols):
         raise ArtifactError(f"Hessian for '{name}' has shape {tuple(h.shape)}, expected ({cols}, {cols})")
@@ -223,6 +238,7 @@ def _quantize_int(
         damp=cfg.gptq_damp,
         block_size=cfg.gptq_block,
         act_order=cfg.gptq_act_order,
+        select=cfg.gptq_select,
         keep_zero=keep_zero,
     )
 
@@ -299,10 +315,11 @@ def _dequantize_one(name: str, entry: Mapping[str, Any], tensors: Mapping[str, t
     rows, _ = rows_view(shape)
     codes = _need(tensors, f"{name}.q", torch.int8, shape, name)
     scale = _need(tensors, f"{name}.scale", torch.float16, (rows,), name)
-    qmax = rowquant.qmax_for(bits)
-    if codes.numel() and int(codes.abs().max().item()) > qmax:
+    lo, hi = code_range(entry["scheme"])
+    if codes.numel() and (int(codes.min().item()) < lo or int(codes.max().item()) > hi):
+        where = f"beyond +-{hi}" if lo == -hi else f"outside [{lo}, {hi}]"
         raise ArtifactError(
-            f"'{name}.q' has codes beyond +-{qmax} for {entry['scheme']}", "the file is corrupt; rerun pgolf quantize"
+            f"'{name}.q' has codes {where} for {entry['scheme']}", "the file is corrupt; rerun pgolf quantize"
         )
     flat = rowquant.dequantize_rows(codes.reshape(rows, -1), scale)
     return flat.reshape(shape).to(dtype)

@@ -17,6 +17,7 @@ from pgolf import artifacts
 from pgolf.artifacts import Manifest
 from pgolf.artifacts import corpus as corpus_io
 from pgolf.artifacts import data as datadir
+from pgolf.artifacts.run_record import cache_dir
 from pgolf.config import to_dict
 from pgolf.data import bpb
 from pgolf.data.config import DataConfig
@@ -27,23 +28,17 @@ from pgolf.runtime.env import code_info
 from pgolf.stages import runner
 
 ENCODE_BATCH = 256
-JSON_KEYS = ("train_tokens", "val_tokens", "train_docs", "val_docs", "val_bytes", "val_bytes_lut",
-             "val_bytes_raw", "vocab_size", "files")
+JSON_KEYS = ("train_tokens", "val_tokens", "train_docs", "val_docs", "heldout_docs", "heldout_tokens", "val_bytes",
+             "val_bytes_lut", "val_bytes_raw", "vocab_size", "files")
+FINGERPRINT_HEX = 16  # per-document fingerprints: the first 64 bits of the sha256 of its uint16 token ids
 
 
 # ----------------------------------------------------------------------------- tokenizer cache
 
 
-def cache_dir() -> Path:
-    """Where pgolf caches derived files (the embedded corpus's tokenizer): $PGOLF_CACHE_DIR or ~/.cache/pgolf."""
-    if os.environ.get("PGOLF_CACHE_DIR"):
-        return Path(os.environ["PGOLF_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pgolf"
-
-
 def _training_docs(cfg: DataConfig) -> Iterator[str]:
-    return itertools.islice(_documents(cfg), cfg.val_docs, None)
+    # The tokenizer never sees val or the held-out split (which must stay unread by every stage).
+    return itertools.islice(_documents(cfg), cfg.val_docs + cfg.heldout_count, None)
 
 
 def _documents(cfg: DataConfig) -> Iterator[str]:
@@ -56,8 +51,8 @@ def embedded_tokenizer(cfg: DataConfig) -> bytes:
     """The embedded corpus's tokenizer (trained on its training documents), cached by corpus and settings."""
 
     ident = corpus_io.embedded_identity()
-    key = hashlib.sha256(f"{ident['sha256']}|{cfg.vocab_size}|{cfg.val_docs}|{cfg.tokenizer_max_sentences}|"
-                         f"{sentencepiece.__version__}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{ident['sha256']}|{cfg.vocab_size}|{cfg.val_docs}|{cfg.heldout_count}|"
+                         f"{cfg.tokenizer_max_sentences}|{sentencepiece.__version__}".encode()).hexdigest()[:16]
     path = cache_dir() / f"tokenizer-embedded-{cfg.vocab_size}-{key}.model"
     if path.is_file():
         return path.read_bytes()
@@ -92,6 +87,7 @@ class _SplitWriter:
 
     def __init__(self, root: Path, split: str, shard_tokens: int, with_bytes: bool):
         self.root, self.split, self.shard_tokens, self.with_bytes = root, split, shard_tokens, with_bytes
+        self.name = datadir.heldout_name if split == "heldout" else lambda i: datadir.shard_name(split, i)
         self.tokens: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
         self.fill = 0
@@ -113,7 +109,7 @@ class _SplitWriter:
     def flush(self) -> None:
         if self.fill == 0:
             return
-        name = datadir.shard_name(self.split, self.index)
+        name = self.name(self.index)
         datadir.write_shard(self.root / name, np.concatenate(self.tokens))
         self.files.append(name)
         if self.with_bytes:
@@ -131,7 +127,8 @@ def _batches(docs: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def build(cfg: DataConfig, out: str | Path, force: bool = False) -> Manifest:
-    """Tokenize the corpus into `out`: val = the first `val_docs` documents, train = the rest."""
+    """Tokenize the corpus into `out`: val = the first `val_docs` documents, held-out = the next
+    `heldout_count` (set aside for `pgolf verify --probe`, read by no stage), train = the rest."""
     for path in cfg.corpus:  # fail before any work on a path that cannot be read
         corpus_io.check_corpus_path(Path(path))
     inputs = [*cfg.corpus, *([cfg.tokenizer] if cfg.tokenizer else [])]
@@ -149,23 +146,29 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
     tables = bpb.build_byte_tables(sp)
     pieces = bpb.build_piece_table(sp)
 
-    stats: dict[str, Any] = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0, val_bytes=0,
-                                 val_bytes_lut=0, val_bytes_raw=0, val_bytes_normalized=0)
+    stats: dict[str, Any] = dict(train_tokens=0, val_tokens=0, heldout_tokens=0, train_docs=0, val_docs=0,
+                                 heldout_docs=0, val_bytes=0, val_bytes_lut=0, val_bytes_raw=0, val_bytes_normalized=0)
+    heldout_prints: list[str] = []
     check = dict(tokens_lut_vs_sidecar=0, docs_sidecar_vs_decode=0, docs_sidecar_vs_normalized=0, unknown_tokens=0)
     val_hash = hashlib.sha256()
     train_hash = hashlib.sha256()
+    heldout_hash = hashlib.sha256()
     corpus_hashes = [{"path": p, "sha256": artifacts.sha256_file(p)} for p in cfg.corpus if Path(p).is_file()]
 
     with output.publish() as work:
         writers = {"val": _SplitWriter(work, "val", cfg.shard_tokens, True),
+                   "heldout": _SplitWriter(work, "heldout", cfg.shard_tokens, False),
                    "train": _SplitWriter(work, "train", cfg.shard_tokens, False)}
         doc_index = 0
+        last = "val"
         for texts in _batches(_documents(cfg), ENCODE_BATCH):
             encoded = sp.encode(texts, out_type=int, num_threads=max(1, os.cpu_count() or 1))
             for text, ids in zip(texts, encoded):
-                split = "val" if doc_index < cfg.val_docs else "train"
-                if split == "train" and writers["val"].fill:
-                    writers["val"].flush()  # no shard mixes splits
+                split = ("val" if doc_index < cfg.val_docs else
+                         "heldout" if doc_index < cfg.val_docs + cfg.heldout_count else "train")
+                if split != last:
+                    writers[last].flush()  # no shard mixes splits
+                    last = split
                 tokens = np.empty(len(ids) + 1, dtype=np.int64)
                 tokens[0] = BOS_ID
                 tokens[1:] = ids
@@ -184,29 +187,38 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
                     stats["val_bytes_normalized"] += normalized
                     writers["val"].add(tokens, side)
                     val_hash.update(text.encode("utf-8") + b"\0")
+                elif split == "heldout":
+                    writers["heldout"].add(tokens, None)
+                    heldout_hash.update(text.encode("utf-8") + b"\0")
+                    heldout_prints.append(document_fingerprint(tokens))
                 else:
                     writers["train"].add(tokens, None)
                     train_hash.update(text.encode("utf-8") + b"\0")
                 stats[f"{split}_tokens"] += tokens.size
                 stats[f"{split}_docs"] += 1
                 doc_index += 1
-        writers["val"].flush()
-        writers["train"].flush()
+        for w in writers.values():
+            w.flush()
         if stats["val_docs"] < cfg.val_docs or stats["train_docs"] == 0:
-            raise DataError(f"the corpus has {doc_index} documents; --val-docs {cfg.val_docs} leaves "
-                            f"{stats['train_docs']} for training", "lower --val-docs or add documents")
+            held = f" (and --heldout-docs {cfg.heldout_count})" if cfg.heldout_count else ""
+            raise DataError(f"the corpus has {doc_index} documents; --val-docs {cfg.val_docs}{held} leaves "
+                            f"{stats['train_docs']} for training",
+                            "lower --val-docs or --heldout-docs (0: no held-out split), or add documents")
         artifacts.atomic_write_bytes(work / datadir.TOKENIZER_FILE, model_bytes)
 
         consistent = (check["tokens_lut_vs_sidecar"] == 0 and check["docs_sidecar_vs_decode"] == 0
                       and check["docs_sidecar_vs_normalized"] == 0 and bpb.has_standalone_space(sp))
         check.update(standalone_space_piece=bpb.has_standalone_space(sp), consistent=consistent)
-        files = writers["val"].files + writers["train"].files + [datadir.TOKENIZER_FILE]
+        files = writers["val"].files + writers["heldout"].files + writers["train"].files + [datadir.TOKENIZER_FILE]
         entries = [artifacts.file_entry(work, f, _file_format(f)) for f in files]
         tok_sha = artifacts.sha256_bytes(model_bytes)
         stats.update(vocab_size=vocab_size, files=len(files), bpb_check=check,
                      val_doc_range=[0, stats["val_docs"]],
-                     train_doc_range=[stats["val_docs"], stats["val_docs"] + stats["train_docs"]],
+                     heldout_doc_range=[stats["val_docs"], stats["val_docs"] + stats["heldout_docs"]],
+                     train_doc_range=[stats["val_docs"] + stats["heldout_docs"],
+                                      stats["val_docs"] + stats["heldout_docs"] + stats["train_docs"]],
                      val_docs_sha256=val_hash.hexdigest(), train_docs_sha256=train_hash.hexdigest(),
+                     heldout_docs_sha256=heldout_hash.hexdigest(), heldout_fingerprints=heldout_prints,
                      tokenizer_sha256=tok_sha, tokenizer_source=tok_source, bos_id=BOS_ID)
         inputs = [{"kind": "corpus", "path": c["path"], "sha256": c["sha256"]} for c in corpus_hashes]
         if not cfg.corpus:
@@ -223,8 +235,14 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
     return manifest
 
 
+def document_fingerprint(tokens: np.ndarray) -> str:
+    """A document's fingerprint: the sha256 (first 64 bits, hex) of its token ids as little-endian uint16, BOS
+    included, so it can be recomputed from a shard (`pgolf verify` checks the held-out split against it)."""
+    return hashlib.sha256(np.asarray(tokens, dtype="<u2").tobytes()).hexdigest()[:FINGERPRINT_HEX]
+
+
 def _file_format(name: str) -> str:
-    if name.startswith("fineweb_"):
+    if name.startswith(("fineweb_", "heldout_")):
         return "challenge-shard"
     if name.startswith("bytes_val_"):
         return "pgolf-byte-sidecar"
@@ -296,6 +314,7 @@ def inspect(path: str | Path, tokenizer: str | Path | None = None) -> dict[str, 
         report["hash_check"] = "ok"
         report["val_bytes_raw"] = m.get("val_bytes_raw")
         report["bpb_check"] = m.get("bpb_check")
+        report["heldout_docs"] = m.get("heldout_docs", 0)  # directories built before the split: none
         for key in ("train_tokens", "val_tokens", "train_docs", "val_docs", "val_bytes"):
             if m.get(key) is not None and report.get(key) is not None and m[key] != report[key]:
                 raise DataError(f"{data.path}: {key} is {report[key]} on disk but {m[key]} in the manifest",

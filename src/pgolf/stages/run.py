@@ -138,6 +138,7 @@ class VerifyStep:
     probe: bool = False
     probe_positions: int = 1000
     reproduce: bool = False  # re-execute each evaluation and compare the ledgers (REPRO-1)
+    reproduce_train: bool = False  # re-train each run from its recorded recipe and compare (REPRO-2)
 
     def __post_init__(self) -> None:
         check(not self.track or track_named(self.track) is not None, "verify.track",
@@ -350,7 +351,7 @@ def verify_options(step: VerifyStep):
     """`pgolf verify`'s Options from the [verify] table (the same rules as its flags)."""
     return make_options(step.track or None, max_bytes=step.max_bytes, max_train_seconds=step.max_train_seconds,
                         max_eval_seconds=step.max_eval_seconds, reference_bpb=step.reference_bpb, probe=step.probe,
-                        reproduce=step.reproduce)
+                        reproduce=step.reproduce, reproduce_train=step.reproduce_train)
 
 
 # ============================================================================ keys and the run record

@@ -182,6 +182,24 @@ class TrainData:
         return entries + shards
 
 
+def _log_launch(cfg, td: TrainData, out: Path, stored: dict[str, Any], resume: bool) -> None:
+    """Append this launch to pgolf's launch log (`pgolf.artifacts.run_record`), so `pgolf verify` sees every seed
+    of a config launched on this machine (STAT-3). A log that cannot be written is a warning, not a failure."""
+    import platform
+
+    from pgolf import __version__
+    from pgolf.artifacts.run_record import append_launch, launch_config_sha256
+
+    entry = {"run_id": stored.get("run_id"), "seed": cfg.seed, "config_sha256": launch_config_sha256(cfgmod.to_dict(cfg)),
+             "data_sha256": td.identity().get("manifest_sha256"), "out": str(Path(out).resolve()), "resume": resume,
+             "started_utc": artifacts.utc_now(), "host": platform.node(), "pid": os.getpid(),
+             "pgolf_version": __version__}
+    try:
+        append_launch(entry)
+    except OSError as e:
+        console.warn(f"the launch log cannot be written ({e}); `pgolf verify` will not see this launch (STAT-3)")
+
+
 def _tokenizer(path: Path):
 
     try:
@@ -322,6 +340,8 @@ def _train(cfg, data: str | Path | None, output: runner.Output, info, *, tokeniz
             stored = {"config": cfgmod.to_dict(cfg), "data": td.identity(), "run_id": artifacts.new_run_id(),
                       "source": source, "created_utc": artifacts.utc_now()}
             artifacts.write_json(work / RESUME_FILE, stored)
+        if info.is_main:
+            _log_launch(cfg, td, out, stored, resume)
         dist.barrier()
         if not info.is_main:
             stored = json.loads(resume_file(work).read_text("utf-8"))

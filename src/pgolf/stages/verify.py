@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -34,8 +35,17 @@ from pgolf.artifacts import data as datadir
 from pgolf.artifacts import submission_folder as writer
 from pgolf.artifacts.evaluation import LEDGER_NAMES, read_ledger
 from pgolf.artifacts.model import LOG_FILE, METRICS_FILE
+from pgolf.artifacts.model import MODEL_FILE as MODEL_NAME
 from pgolf.artifacts.packed import CODE_FILE, MODEL_FILE, load_packed_model
-from pgolf.artifacts.run_record import RUN_FILE, RUN_FORMAT, launch_config_sha256
+from pgolf.artifacts.run_record import (
+    RUN_FILE,
+    RUN_FORMAT,
+    launch_config_sha256,
+    launch_log_path,
+    read_launch_log,
+)
+from pgolf.data.bpb import build_byte_tables as bpb_tables
+from pgolf.data.bpb import lut_stream_bytes
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import ArtifactError, PgolfError
 from pgolf.eval.ledger import parse_ledger
@@ -46,22 +56,26 @@ from pgolf.runtime.env import code_info
 from pgolf.stages import runner
 from pgolf.verify import facts as factmod
 from pgolf.verify import significance as sig
+from pgolf.verify.audit import BOOTSTRAP, AuditFacts, parse_log
 from pgolf.verify.checks import run_checks
 from pgolf.verify.evidence import (
     STAGE_KINDS,
+    ContaminationFacts,
     DataFacts,
     Evidence,
     FileFact,
     InputFact,
     LaunchFacts,
+    LaunchLogFacts,
     LedgerFacts,
     Options,
     PaidPrefixFacts,
     ReproductionFacts,
     SeedEvidence,
     StageFacts,
+    TrainReproductionFacts,
 )
-from pgolf.verify.probes import ModelScorer, replay, run_probes
+from pgolf.verify.probes import ContaminationConfig, ModelScorer, contamination, replay, run_probes
 from pgolf.verify.records import seed_record
 from pgolf.verify.results import counts, failed
 from pgolf.verify.rules import RULESET
@@ -367,6 +381,51 @@ def _probes(pack_dir: Path, tokens: np.ndarray, bos: int, probe_cfg, seed: SeedE
         seed.probes.append(replay(model, tokens, led.entries, led.header, tol=1e-4 if exact else 5e-3))
 
 
+def _seq_len(seed: SeedEvidence) -> int:
+    """The window the contamination probe scores with: the eval's (ledger header, eval config), else 1024."""
+    led = seed.ledger
+    for value in ((led.header.get("seq_len") if led is not None else None),
+                  seed.stages["eval"].config.get("seq_len") if "eval" in seed.stages else None):
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1024
+
+
+def _contamination(pack_dir: Path, data_dir: Path, data: StageFacts | None, tokens: np.ndarray, bos: int,
+                   seed: SeedEvidence) -> ContaminationFacts:
+    """CONTAM-1: the packed model's bpb on val against the data build's held-out split (never a crash: a data
+    directory without the split, or one that cannot be read, says why)."""
+    import time
+
+    if data is None or data.manifest is None:
+        return ContaminationFacts("cannot", "the data has no data manifest (official challenge shards): no held-out "
+                                            "split to compare with")
+    t0 = time.perf_counter()
+    try:
+        manifest = artifacts.read_manifest(data_dir, "data")
+        heldout = datadir.load_heldout_tokens(data_dir, manifest)
+        if heldout is None:
+            return ContaminationFacts("cannot", f"the data directory {data_dir} has no held-out split (built before "
+                                                "pgolf set one aside, or with --heldout-docs 0); rebuild it with "
+                                                "`pgolf data build` to probe")
+        tok = data_dir / datadir.TOKENIZER_FILE
+        if not tok.is_file():
+            return ContaminationFacts("cannot", f"{tok} is missing: bytes per token unknown")
+        sp = load_tokenizer(tok.read_bytes(), str(tok))
+        tables = bpb_tables(sp)
+        loaded = load_packed_model(pack_dir)
+        model = (loaded[0] if isinstance(loaded, tuple) else loaded).to("cpu").float().eval()
+    except PgolfError as e:
+        return ContaminationFacts("cannot", f"the held-out split or the packed model cannot be read ({e})")
+    val = (np.asarray(tokens), lut_stream_bytes(tables, tokens))
+    held = (heldout, lut_stream_bytes(tables, heldout))
+    console.info(f"verify: contamination probe of {seed.name}: val against the held-out split")
+    facts = contamination(model, val, held, bos_id=bos, seq_len=_seq_len(seed), vocab=int(sp.vocab_size()),
+                          cfg=ContaminationConfig())
+    facts.seconds = time.perf_counter() - t0
+    return facts
+
+
 def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvidence:
     """All evidence about one run, from its top stage directory back to the data."""
     seed = SeedEvidence(label=label, root=str(top))
@@ -404,6 +463,7 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
     pack = seed.stages.get("pack")
     if pack is not None and pack.manifest is not None:
         code = dirs["pack"] / CODE_FILE
+        seed.shipped = sorted(p.name for p in dirs["pack"].iterdir() if p.is_file())  # side files too (SIZE-3)
         if code.is_file():
             try:
                 seed.code = code.read_bytes().decode("utf-8")
@@ -414,6 +474,7 @@ def collect(label: str, top: Path, top_kind: str, *, probe_cfg=None) -> SeedEvid
         if probe_cfg is not None and tokens is not None:
             bos = int(data.metrics.get("bos_id", 1)) if data is not None and data.manifest else 1
             _probes(dirs["pack"], tokens, bos, probe_cfg, seed)
+            seed.contamination = _contamination(dirs["pack"], dirs.get("data", Path()), data, tokens, bos, seed)
     return seed
 
 
@@ -525,6 +586,275 @@ def reproduce(seed: SeedEvidence, timeout: float = REPRO_TIMEOUT_S) -> Reproduct
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ============================================================================ --reproduce-train (REPRO-2)
+
+REPRO_TRAIN_MAX_S = 600.0  # recorded training seconds above which the re-training is refused (the command is printed)
+REPRO_TRAIN_TIMEOUT_S = 3600.0
+
+
+def _toml(value: Any) -> str:
+    """A JSON-like value (a manifest's config) as a TOML literal (dict: an inline table)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items() if v is not None) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def recipe_toml(cfg: dict[str, Any], device: str = "cpu") -> str:
+    """The recorded TrainConfig as a `pgolf train --config` file: [model] and [train] tables (keys whose value is
+    None are left to their defaults; the re-training's manifest is then compared with the recorded config)."""
+    def table(d: dict[str, Any]) -> str:
+        return "".join(f"{k} = {_toml(v)}\n" for k, v in d.items() if v is not None)
+
+    train = {k: v for k, v in cfg.items() if k != "model"}
+    train["device"] = device
+    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    return f"[model]\n{table(model)}\n[train]\n{table(train)}"
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {"model.num_layers": 9, ...}."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _loss_curve(path: Path) -> dict[int, float]:
+    """{step: train_loss} of a metrics.jsonl's step events, plus the final val_loss as step -1."""
+    curve: dict[int, float] = {}
+    try:
+        if path.stat().st_size > MAX_LOG_BYTES:
+            return curve
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return curve
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("event") == "step" and isinstance(e.get("train_loss"), (int, float)):
+            curve[int(e["step"])] = float(e["train_loss"])
+        elif isinstance(e, dict) and e.get("event") == "end" and isinstance(e.get("val_loss"), (int, float)):
+            curve[-1] = float(e["val_loss"])
+    return curve
+
+
+def reproduce_train(seed: SeedEvidence, *, max_seconds: float = REPRO_TRAIN_MAX_S,
+                    timeout: float = REPRO_TRAIN_TIMEOUT_S) -> TrainReproductionFacts | None:
+    """Re-train the seed's train artifact in a fresh `pgolf train` process from its manifest's recorded config on
+    the data its lineage names, on the CPU, and compare the loss curve and the weights (REPRO-2 judges). None:
+    no readable train artifact."""
+    import shlex
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from pgolf.verify.checks.reproduce import TRAIN_LOSS_REL_TOL, TRAIN_TENSOR_TOL, curve_diff, tensor_diff
+
+    train = seed.stages.get("train")
+    if train is None or train.manifest is None:
+        return None
+    env, cfg, timing = train.env, train.config, train.timing
+    data_in = train.input("data")
+    data_args: list[str] = []
+    if data_in is not None:
+        data_args = ["--data", str(Path(data_in.resolved).parent)]
+    elif train.input("val_shard") is not None:
+        data_args = ["--data", str(Path(train.input("val_shard").resolved).parent)]
+        if train.input("tokenizer") is not None:
+            data_args += ["--tokenizer", train.input("tokenizer").resolved]
+    on_cuda = str(env.get("device", "")).startswith("cuda")
+    world = env.get("world_size") if isinstance(env.get("world_size"), int) else 1
+    launcher = ["torchrun", "--standalone", f"--nproc_per_node={world}", "-m", "pgolf"] if world > 1 else \
+        ["python", "-m", "pgolf"]
+    there = [*launcher, "train", "--config", "RECIPE.toml", *(data_args or ["--data", "DATA"]), "--out", "OUT"]
+    shown = (f"{shlex.join(there)} (RECIPE.toml: the config of {Path(train.dir) / MANIFEST} as [model] and [train] "
+             "tables)")
+    seconds = timing.get("train_time_s")
+    stop = timing.get("stop_reason") or train.metrics.get("stop_reason")
+    if on_cuda or world > 1:
+        return TrainReproductionFacts("cannot", shown, reason=f"it trained on {env.get('device')} with world size "
+                                                              f"{world}: only one-process CPU runs are re-trained here")
+    if isinstance(seconds, (int, float)) and seconds > max_seconds:
+        return TrainReproductionFacts("cannot", shown, reason=f"its training took {seconds:.0f} s, over the "
+                                                              f"{max_seconds:g} s re-training cap")
+    if stop == "time":
+        return TrainReproductionFacts("cannot", shown, reason="it was stopped by its clock: a re-run stops at "
+                                                              "another step")
+    if not data_args:
+        return TrainReproductionFacts("cannot", shown, reason="the train manifest names no data directory")
+    from pgolf.runtime.env import source_sha256
+
+    recorded_src = (train.manifest.get("code") or {}).get("source_sha256")
+    same_code = recorded_src is None or recorded_src == source_sha256()
+    exact = not on_cuda and world <= 1 and str(env.get("torch")) == torch.__version__ and same_code
+    tmp = Path(tempfile.mkdtemp(prefix="pgolf-reproduce-train-"))
+    try:
+        out = tmp / "train"
+        recipe = tmp / "recipe.toml"
+        recipe.write_text(recipe_toml(cfg), "utf-8")
+        cmd = [sys.executable, "-m", "pgolf", "train", "--config", str(recipe), *data_args, "--out", str(out), "--json"]
+        facts = TrainReproductionFacts("ran", shown, exact=exact, rel_tol=0.0 if exact else TRAIN_LOSS_REL_TOL)
+        if not same_code:
+            facts.note = (f"pgolf's source here ({source_sha256()[:12]}) is not the one that trained it "
+                          f"({str(recorded_src)[:12]}): compared within the tolerance; re-run with that pgolf to "
+                          "require bit-identity")
+        console.info(f"verify: re-training {seed.name} ({train.dir}) from its recorded recipe in a fresh process")
+        threads = env.get("num_threads")
+        penv = {**os.environ, "PGOLF_LAUNCH_LOG": "",  # a re-execution is no launch of the config (STAT-3)
+                **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                   if isinstance(threads, int) and threads > 0 else {})}
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                                  stdin=subprocess.DEVNULL, env=penv)
+        except subprocess.TimeoutExpired:
+            facts.status, facts.reason = "cannot", f"the re-training ran past {timeout:g} s"
+            return facts
+        facts.seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            lines = [x for x in (proc.stderr or proc.stdout or "").splitlines() if x.strip()]
+            facts.status = "error"
+            facts.reason = f"pgolf train exited {proc.returncode}: {lines[-1].strip() if lines else 'no output'}"
+            return facts
+        try:
+            fresh = artifacts.read_manifest(out, "train")
+            mine, _ = artifacts.load_safetensors(out / MODEL_NAME)
+            theirs, _ = artifacts.load_safetensors(Path(train.dir) / MODEL_NAME)
+        except PgolfError as e:
+            facts.status, facts.reason = "error", f"the re-trained or the claimed model cannot be read ({e})"
+            return facts
+        # Every recorded key must be re-trained with its value (keys a newer pgolf added keep their defaults).
+        differ = [k for k, v in _flat(cfg).items() if k != "device" and _flat(fresh.config).get(k, v) != v]
+        if differ or not set(_flat(cfg)) <= set(_flat(fresh.config)):
+            shown_keys = ", ".join(differ[:4]) or "keys pgolf train no longer has"
+            facts.status, facts.reason = "error", f"the re-training's config is not the recorded one ({shown_keys})"
+            return facts
+        claimed = _loss_curve(Path(train.dir) / METRICS_FILE)
+        facts.loss_diff, facts.max_loss_rel, facts.steps = curve_diff(claimed, _loss_curve(out / METRICS_FILE),
+                                                                      facts.rel_tol)
+        facts.tensor_diff, facts.max_tensor_abs = tensor_diff(theirs, mine, 0.0 if exact else TRAIN_TENSOR_TOL)
+        facts.tensors = len(theirs)
+        if not claimed:
+            facts.status, facts.reason = "error", f"{Path(train.dir) / METRICS_FILE} holds no logged loss to compare"
+        return facts
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ============================================================================ --audit (AUDIT-1)
+
+AUDIT_TIMEOUT_S = 600.0
+AUDIT_MIN_TOKENS = 4096  # the slice: at least this many val tokens, and four sequences of the eval's length
+# Environment variables the audited file would otherwise inherit and that change what it does.
+AUDIT_DROPPED_ENV = ("EVAL_", "PYTHON", "SEED", "TRAIN", "DATA_PATH", "TOKENIZER_PATH", "MODEL_PATH", "RANK",
+                     "WORLD_SIZE", "LOCAL_RANK")
+
+
+def audit_slice_tokens(eval_config: dict[str, Any], available: int) -> int:
+    """How many val tokens the audit scores: four sequences of the eval's length (2048 assumed when the
+    config says 0, the training length), at least AUDIT_MIN_TOKENS, at most what there is."""
+    seq = eval_config.get("seq_len") or 2048
+    return min(available, max(AUDIT_MIN_TOKENS, 4 * int(seq) + 1))
+
+
+def _audit_val_source(seed: SeedEvidence) -> tuple[Path, Path | None] | None:
+    """(the val data directory the eval's lineage names, its tokenizer) or None when not found here."""
+    ev, data = seed.stages.get("eval"), seed.stages.get("data")
+    if data is not None and data.manifest is not None:
+        tok = Path(data.dir) / datadir.TOKENIZER_FILE
+        return Path(data.dir), tok if tok.is_file() else None
+    shard = ev.input("val_shard") if ev is not None and ev.manifest is not None else None
+    if shard is not None and Path(shard.resolved).is_file():
+        tok_in = ev.input("tokenizer") if ev is not None else None
+        found = Path(tok_in.resolved) if tok_in is not None and Path(tok_in.resolved).is_file() else None
+        return Path(shard.resolved).parent, found
+    return None
+
+
+def audit_seed(seed: SeedEvidence, timeout: float = AUDIT_TIMEOUT_S) -> AuditFacts | None:
+    """Run the seed's packed train_gpt.py under `pgolf.verify.audit.BOOTSTRAP`'s audit hook, in a fresh
+    interpreter, in a temporary folder holding the pack directory's files (manifest aside: side files
+    included) and a slice of the val data the eval's lineage names; read the hook's log back. AUDIT-1 judges
+    it (`pgolf.verify.checks.audit`). None: no readable pack."""
+    import shlex
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from pgolf.data import shards
+
+    pack = seed.stages.get("pack")
+    if pack is None or pack.manifest is None:
+        return None
+    code, model = Path(pack.dir) / CODE_FILE, Path(pack.dir) / MODEL_FILE
+    shown = f"{shlex.quote(sys.executable)} -c <audit bootstrap> LOG {CODE_FILE}"
+    if not code.is_file() or not model.is_file():
+        return AuditFacts("cannot", shown, reason=f"the pack holds no {CODE_FILE} and {MODEL_FILE} to run")
+    source = _audit_val_source(seed)
+    if source is None:
+        return AuditFacts("cannot", shown, reason="the validation data the eval scored is not found here")
+    data_dir, tok = source
+    tmp = Path(tempfile.mkdtemp(prefix="pgolf-audit-"))
+    try:
+        folder, val = tmp / "submission", tmp / "val"
+        folder.mkdir()
+        val.mkdir()
+        for f in Path(pack.dir).iterdir():  # what ships beside the file (side files included), not the manifest
+            if f.is_file() and f.name != MANIFEST:
+                shutil.copy(f, folder / f.name)
+        try:
+            tokens = datadir.load_val_tokens(data_dir)
+            side = datadir.load_val_bytes(data_dir)
+        except PgolfError as e:
+            return AuditFacts("cannot", shown, reason=f"the val data cannot be read ({e})")
+        ev = seed.stages.get("eval")
+        n = audit_slice_tokens(ev.config if ev is not None and ev.manifest is not None else {}, int(tokens.shape[0]))
+        (val / "fineweb_val_000000.bin").write_bytes(shards.shard_bytes(tokens[:n]))
+        if side is not None:
+            (val / "bytes_val_000000.bin").write_bytes(shards.sidecar_bytes(side[:n]))
+        log = tmp / "audit.jsonl"
+        cmd = [sys.executable, "-c", BOOTSTRAP, str(log), str(folder / CODE_FILE)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(AUDIT_DROPPED_ENV)}
+        env.update(DATA_PATH=str(val), TOKENIZER_PATH=str(tok) if tok is not None else str(val / "absent.model"))
+        env.setdefault("OMP_NUM_THREADS", "1")
+        allowed = [str(p.resolve()) for p in (folder / CODE_FILE, folder / MODEL_FILE, *sorted(val.iterdir()))]
+        if tok is not None:
+            allowed.append(str(tok.resolve()))
+        facts = AuditFacts("ran", shown, tokens=n, allowed=allowed)
+        console.info(f"verify: auditing {seed.name}'s train_gpt.py on {n:,} val tokens in a fresh process")
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout,
+                                  check=False, stdin=subprocess.DEVNULL)
+            facts.returncode = proc.returncode
+            tail = (proc.stdout or "") + (proc.stderr or "")
+        except subprocess.TimeoutExpired as e:
+            facts.status, facts.reason = "error", f"the audited run ran past {timeout:g} s"
+            tail = e.stdout.decode("utf-8", "replace") if isinstance(e.stdout, bytes) else str(e.stdout or "")
+        facts.seconds = time.perf_counter() - t0
+        facts.output_tail = tail[-2000:]
+        if facts.returncode not in (None, 0):
+            lines = [x for x in tail.splitlines() if x.strip()]
+            facts.status = "error"
+            facts.reason = f"train_gpt.py exited {facts.returncode}: {lines[-1].strip() if lines else 'no output'}"
+        facts.roots, facts.events = parse_log(log.read_text("utf-8", "replace")) if log.is_file() else ([], [])
+        return facts
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 _TRAIN_TIME = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
 MAX_LOG_BYTES = 64 << 20  # a training log of a 10-minute run is well under a megabyte
 
@@ -613,7 +943,26 @@ def gather(paths: Sequence[str | Path], options: Options, probe_cfg=None) -> tup
         seeds.append(collect(label, top, kind, probe_cfg=probe_cfg if options.probe else None))
         if options.reproduce:
             seeds[-1].reproduction = reproduce(seeds[-1])
-    return Evidence(seeds=seeds, options=options), runs
+        if options.reproduce_train:
+            seeds[-1].train_reproduction = reproduce_train(seeds[-1])
+        if options.audit:
+            seeds[-1].audit = audit_seed(seeds[-1])
+    return Evidence(seeds=seeds, options=options, launch_log=read_launches(seeds)), runs
+
+
+def read_launches(seeds: Sequence[SeedEvidence]) -> LaunchLogFacts | None:
+    """The local launch log's launches of the configs verified (STAT-3); None when no log is kept."""
+    path = launch_log_path()
+    verified: dict[str, tuple[Any, ...]] = {}
+    for s in seeds:
+        train = s.stages.get("train")
+        if train is not None and train.manifest is not None:
+            key = launch_config_sha256(train.config)
+            verified[key] = (*verified.get(key, ()), s.seed)
+    if path is None or not verified:
+        return None
+    entries, error = read_launch_log(path, set(verified))
+    return LaunchLogFacts(path=str(path), entries=tuple(entries), verified=verified, error=error)
 
 
 def report_dict(ev: Evidence, results) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pgolf.config import check
 from pgolf.errors import ConfigError
 from pgolf.model import ModelConfig
 from pgolf.model.params import QAT_CLASSES
-from pgolf.optim.groups import OptimSettings
+from pgolf.optim.groups import AuxGroups, OptimSettings
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,20 @@ class QatBits:
     """Bit width per parameter class for quantization-aware training; 0 = that class stays exact.
 
     In TOML: `qat_bits = { mlp = 5, attn = 6 }` (the int5-MLP / int6-attention split of PR #180);
-    on the command line: `--set qat_bits.mlp=5`.
+    on the command line: `--set qat_bits.mlp=5`. The bigram and value-embedding tables and their
+    projections are separate targets (PR #1216 quantizes the bigram table and proj and the VE proj;
+    PR #861 and #1406 only the projections).
     """
 
     attn: int = 6
     mlp: int = 6
     embed: int = 0
     bigram: int = 0
+    """The bigram table."""
+    bigram_proj: int = 0
     value_embed: int = 0
+    """The value-embedding table."""
+    value_embed_proj: int = 0
 
     def __post_init__(self) -> None:
         for name in QAT_CLASSES:
@@ -89,6 +95,8 @@ class TrainConfig:
     adam_eps: float = 1e-8
     adam_wd: float = 0.0
     """Decoupled weight decay of the Adam groups (AdamW; 0.04 in PR #180 onward)."""
+    embed_wd: float = -1.0
+    """Decoupled weight decay of the embedding group alone (PR #2135 EMBED_WD = 0.085); -1 = adam_wd."""
     muon_momentum: float = 0.95
     """Muon momentum after its warm-up (0.99 from PR #65 on)."""
     muon_momentum_warmup_start: float = 0.85
@@ -99,8 +107,10 @@ class TrainConfig:
     """Decoupled Muon weight decay, times the scheduled lr (0.04 PR #162 on; 0.085-0.095 later)."""
     muon_variant: Literal["standard", "eq_r"] = "standard"
     """"eq_r": MuonEq-R, rows of the update equalized before Newton-Schulz (PR #1217, #1406)."""
-    ns_coefficients: Literal["baseline", "polar_express"] = "baseline"
-    """Newton-Schulz coefficients: the baseline quintic or Polar Express (arXiv:2505.16932, PR #1344)."""
+    ns_coefficients: Literal["baseline", "polar_express", "polar_express_pr1344"] = "baseline"
+    """Newton-Schulz coefficients: the baseline quintic or Polar Express (arXiv:2505.16932) normalized
+    by 1.02 ||U||_F; "polar_express_pr1344": the same table normalized by ||U||_F + 1e-7, as PR #1344
+    through PR #2135 run it."""
     optimizer: Literal["muon", "parallel_muon"] = "muon"
     """The matrices' optimizer. "muon": Muon under DDP (each rank orthogonalizes every W-th matrix,
     one all-reduce shares the updates). "parallel_muon": Parallel Muon (PR #1216), the same update;
@@ -110,10 +120,23 @@ class TrainConfig:
     Muon's arithmetic either way."""
     grad_clip: float = 0.0
     """Global gradient-norm clip; 0 = off (0.3 from PR #162 on)."""
+    aux_groups: AuxGroups = field(default_factory=AuxGroups)
+    """Optimizer group of the bigram / value-embedding tables and projections ("auto" = pgolf's:
+    tables Adam at the embedding lr, projections Muon). PR #861: bigram_table, value_embed_table and
+    value_embed_proj = "scalar"; PR #1216, #1406: bigram_proj and value_embed_proj = "scalar"."""
+    decoder_lr_mult: float = 1.0
+    """lr multiplier of every parameter of blocks num_layers // 2 and up, matrices and scalars
+    (PR #861 DECODER_LR_MULT = 2.0); 1 = off."""
 
     # --- weight averaging, QAT, recurrence --------------------------------------------------
     ema_decay: float = 0.0
     """EMA of the weights after every step, saved instead of the final weights; 0 = off (0.997 in records)."""
+    ema_start_step: int = 0
+    """0: the EMA starts from the initial weights. N > 0: it starts as a copy of the weights after
+    step N and averages from step N + 1 on (PR #366 EMA_START_STEP = 50; PR #1216: 1)."""
+    ema_restart_at_qat: bool = False
+    """Drop the EMA when QAT switches on; it restarts as a copy of the weights after that step
+    (PR #1216: "EMA will restart from current QAT weights")."""
     swa_every: int = 0
     """SWA snapshot every N steps during the warm-down, their uniform average saved; 0 = off (50 in
     PR #162/#180). With ema_decay > 0 too, the snapshots are of the EMA weights."""
@@ -121,8 +144,14 @@ class TrainConfig:
     """SWA collects once the lr multiplier is below this (PR #162: 0.5, PR #180: 0.4)."""
     qat_start_frac: float = -1.0
     """Quantization-aware training from this fraction of training on; -1 = off, 0 = the whole run."""
+    qat_start_lr_mult: float = 0.0
+    """QAT also switches on at the first step whose lr multiplier is below this (PR #861
+    QAT_THRESHOLD, PR #1406 LATE_QAT_THRESHOLD: 0.15); 0 = only qat_start_frac."""
     qat_bits: QatBits = field(default_factory=QatBits)
     """Bits per class while QAT is on."""
+    qat_scale_floor: float = 0.0
+    """Lower bound of the QAT row scales (PR #861: 1/15 at int5; PR #1406: 1/31 at int6); 0 = none
+    (fp16's smallest normal, as `pgolf quantize` stores them)."""
     recur_start_frac: float = 0.5
     """Depth recurrence (model.recur_layers) switches on at this fraction of training (PR #1204 / #1394:
     about half); -1 = never."""
@@ -159,6 +188,7 @@ class TrainConfig:
         check(0 <= self.min_lr_frac < 1, "min_lr_frac", "must be in [0, 1)")
         for key in ("tied_embed_lr", "embed_lr", "head_lr", "matrix_lr", "scalar_lr", "adam_wd", "muon_wd", "grad_clip"):
             check(getattr(self, key) >= 0, key, "must be >= 0")
+        check(self.embed_wd >= 0 or self.embed_wd == -1, "embed_wd", "must be >= 0, or -1 (= adam_wd)")
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1", "and beta2 must be in [0, 1)")
         check(self.adam_eps > 0, "adam_eps", "must be positive")
         check(0 <= self.muon_momentum < 1, "muon_momentum", "must be in [0, 1)")
@@ -169,8 +199,13 @@ class TrainConfig:
         check(self.swa_every >= 0, "swa_every", "must be >= 0 (0 = off)")
         check(0 < self.swa_start_frac <= 1, "swa_start_frac", "must be in (0, 1]")
         check(self.qat_start_frac <= 1, "qat_start_frac", "must be <= 1 (negative = off)")
-        check(self.qat_start_frac < 0 or bool(self.qat_bits.as_mapping()), "qat_bits",
-              "quantizes nothing while qat_start_frac turns QAT on; set e.g. qat_bits.mlp=5")
+        check(0 <= self.qat_start_lr_mult < 1, "qat_start_lr_mult", "must be in [0, 1) (0 = off)")
+        check((self.qat_start_frac < 0 and self.qat_start_lr_mult == 0) or bool(self.qat_bits.as_mapping()),
+              "qat_bits", "quantizes nothing while qat_start_frac / qat_start_lr_mult turn QAT on; set e.g. "
+              "qat_bits.mlp=5")
+        check(0 <= self.qat_scale_floor < 1, "qat_scale_floor", "must be in [0, 1) (0 = none)")
+        check(self.ema_start_step >= 0, "ema_start_step", "must be >= 0 (0 = from the initial weights)")
+        check(self.decoder_lr_mult > 0, "decoder_lr_mult", "must be positive (1 = off)")
         check(self.recur_start_frac <= 1, "recur_start_frac", "must be <= 1 (negative = never)")
         check(self.val_every >= 0, "val_every", "must be >= 0 (0 = only at the end)")
         check(self.val_tokens == 0 or self.val_tokens >= self.seq_len, "val_tokens",
@@ -189,6 +224,11 @@ class TrainConfig:
             raise ConfigError(f"batch_tokens={self.batch_tokens} does not split into {world_size} ranks x {accum} "
                               f"micro-steps x sequences of {self.seq_len}", "change batch_tokens or seq_len")
         return accum
+
+    @property
+    def qat_enabled(self) -> bool:
+        """Whether any rule turns QAT on during the run."""
+        return self.qat_start_frac >= 0 or self.qat_start_lr_mult > 0
 
     def optim_settings(self) -> OptimSettings:
         """The optimizer's view of this config: OptimSettings names the TrainConfig keys it reads (flat

@@ -7,9 +7,11 @@ It re-states the baseline's loop (techniques.md §3.5) with the later records' s
   warm-up runs with them on, so a compiled model has both graphs before the clock starts;
 - the clock counts training steps only: periodic validation is excluded, as in the challenge. The
   run stops after the first step that reaches `max_seconds` (all ranks agree), or at `iterations`;
-- before each step: lr multiplier (wall-clock-aware warm-down), Muon momentum warm-up, late QAT and
-  depth recurrence from their start fractions; after it: EMA update, SWA snapshot (of the EMA
-  weights when both are on), logging, validation, checkpoint;
+- before each step: lr multiplier (wall-clock-aware warm-down), Muon momentum warm-up, late QAT (from
+  its start fraction, or once the lr multiplier falls below `qat_start_lr_mult`) and depth
+  recurrence from their start fractions; after it: EMA update (from `ema_start_step`; restarted when
+  QAT starts under `ema_restart_at_qat`), SWA snapshot (of the EMA weights when both are on),
+  logging, validation, checkpoint;
 - at the end the SWA average, else the EMA, else the final weights are loaded into the model and
   validated on the whole validation split;
 - under torch.distributed the model runs under DDP, except with `optimizer = "parallel_muon"`: then
@@ -151,7 +153,8 @@ class _Trainer:
         self.model, self.cfg, self.batches, self.rt, self.val, self.hooks, self.clock = (
             model, cfg, batches, rt, val, hooks, clock)
         self.accum = cfg.grad_accum(rt.dist.world_size)
-        self.opts: OptimizerSet = build_optimizers(model, cfg.optim_settings(), cfg.model.tie_embeddings)
+        self.opts: OptimizerSet = build_optimizers(model, cfg.optim_settings(), cfg.model.tie_embeddings,
+                                                   decoder_from=cfg.model.num_layers // 2)
         # Parallel Muon under torch.distributed: no DDP; gradients are reduced by the optimizers' step.
         self.ddp = rt.dist.distributed and cfg.optimizer != "parallel_muon"
         if rt.dist.distributed and not self.ddp:
@@ -238,8 +241,8 @@ class _Trainer:
         later = n - max(1, n // 3)  # the last third primes the QAT / recurrence graphs
         for i in range(n):
             if i == later:
-                if self.cfg.qat_start_frac >= 0:
-                    self.model.set_qat(self.qat_bits)
+                if self.cfg.qat_enabled:
+                    self._set_qat(True)
                 if self.has_recurrence and self.cfg.recur_start_frac >= 0:
                     self.model.set_recurrence(True)
             if i == 0 and self.cfg.compile:
@@ -248,7 +251,7 @@ class _Trainer:
                 self._train_step(1.0)
             self.hooks.on_event({"event": "warmup", "step": i + 1, "steps": n})
         self.model.load_state_dict(init_model)  # also restores the recurrence flag (a buffer)
-        self.model.set_qat(None)
+        self._set_qat(False)
         self.opts.load_state_dict(init_opts)
         self.batches.stream = TokenStream(self.batches.stream.shards, start)
         synchronize(self.rt.device)
@@ -263,8 +266,12 @@ class _Trainer:
         self.switches = dict(state.switches)
         if state.qat_on:
             self._set_qat(True)
-        if self.ema is not None and state.ema is not None:
+        if self.cfg.ema_decay > 0 and state.ema is not None:
+            if self.ema is None:  # saved after a later EMA start than this run has reached
+                self.ema = EMA(self.model, self.cfg.ema_decay)
             self.ema.load_state_dict(state.ema)
+        elif state.ema is None and self.cfg.ema_start_step > 0:
+            self.ema = None  # saved before the EMA started
         if self.swa is not None and state.swa is not None:
             self.swa.load_state_dict(state.swa, state.swa_count)
         if state.rng_meta:
@@ -280,20 +287,36 @@ class _Trainer:
             last_train_loss=self.last_loss, switches=dict(self.switches))
 
     def _set_qat(self, on: bool) -> None:
-        self.model.set_qat(self.qat_bits if on else None)
+        if on and self.cfg.qat_scale_floor > 0:
+            self.model.set_qat(self.qat_bits, self.cfg.qat_scale_floor)
+        else:  # the one-argument form: any model with set_qat(bits) trains without a floor
+            self.model.set_qat(self.qat_bits if on else None)
         self.qat_on = on
 
-    def _apply_switches(self, progress: float) -> None:
+    def _apply_switches(self, progress: float, lr_mult: float) -> None:
         cfg = self.cfg
-        if not self.qat_on and switched_on(cfg.qat_start_frac, progress):
+        qat_now = switched_on(cfg.qat_start_frac, progress) or lr_mult < cfg.qat_start_lr_mult
+        if not self.qat_on and qat_now:
             self._set_qat(True)
             self.switches["qat"] = self.step
+            if cfg.ema_restart_at_qat and self.ema is not None:
+                self.ema = None  # restarts after this step from the QAT weights (PR #1216)
             self.hooks.on_event({"event": "qat", "step": self.step, "bits": self.qat_bits, "progress": progress})
         if (self.has_recurrence and not getattr(self.model, "recurrence_active", False)
                 and switched_on(cfg.recur_start_frac, progress)):
             self.model.set_recurrence(True)
             self.switches["recurrence"] = self.step
             self.hooks.on_event({"event": "recurrence", "step": self.step, "progress": progress})
+
+    def _update_ema(self) -> None:
+        """After step `self.step`: average into the EMA, or start it as a copy once the step has come
+        (`ema_start_step`, PR #366; or the step QAT restarted it at, PR #1216)."""
+        if self.cfg.ema_decay <= 0:
+            return
+        if self.ema is not None:
+            self.ema.update(self.model)
+        elif self.step >= self.cfg.ema_start_step:
+            self.ema = EMA(self.model, self.cfg.ema_decay)
 
     def _validate(self, max_tokens: int, label: str) -> ValResult:
         cfg, rt = self.cfg, self.rt
@@ -332,7 +355,7 @@ class _Trainer:
         cfg, rt, clock = self.cfg, self.rt, self.clock
         self.model.train()
         warmup_s = self.warm_up()
-        if cfg.ema_decay > 0:
+        if cfg.ema_decay > 0 and cfg.ema_start_step == 0:
             self.ema = EMA(self.model, cfg.ema_decay)
         if cfg.swa_every > 0:
             self.swa = SWA(self.model)
@@ -353,12 +376,11 @@ class _Trainer:
             mult = lr_multiplier(self.step, elapsed, iterations=cfg.iterations, max_seconds=cfg.max_seconds,
                                  warmdown_iters=cfg.warmdown_iters, warmdown_frac=cfg.warmdown_frac,
                                  min_lr_frac=cfg.min_lr_frac)
-            self._apply_switches(training_progress(self.step, elapsed, cfg.iterations, cfg.max_seconds))
+            self._apply_switches(training_progress(self.step, elapsed, cfg.iterations, cfg.max_seconds), mult)
             step_start = clock()
             loss = self._train_step(mult)
-            if self.ema is not None:
-                self.ema.update(self.model)
             self.step += 1
+            self._update_ema()
             now = clock()
             last_step_s = now - step_start
             elapsed = self.train_time_s + (now - t0)

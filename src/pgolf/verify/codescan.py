@@ -25,6 +25,7 @@ import ast
 import base64
 import binascii
 import fnmatch
+import hashlib
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -57,8 +58,22 @@ NATIVE_LOADERS = ("ctypes.CDLL", "ctypes.PyDLL", "ctypes.WinDLL", "ctypes.cdll.L
                   "ctypes.pydll.LoadLibrary", "cffi.FFI")
 DYNAMIC_IMPORTS = ("importlib.import_module", "__import__", "runpy.run_module")
 PROCESS_CALLS = ("subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output",
-                 "subprocess.Popen", "os.system", "os.popen", "os.execv", "os.execvp", "os.execl", "os.execlp",
+                 "subprocess.Popen", "subprocess.getoutput", "subprocess.getstatusoutput", "os.system", "os.popen", "os.execv", "os.execvp", "os.execl", "os.execlp",
                  "os.spawnv", "os.spawnl", "os.posix_spawn", "os.posix_spawnp")
+# Loaders of data files (SIZE-3: a file they read by a literal name must be counted or declared data).
+DATA_LOADS = ("numpy.fromfile", "numpy.load", "numpy.memmap", "numpy.loadtxt", "numpy.genfromtxt", "torch.load",
+              "torch.from_file", "safetensors.torch.load_file", "safetensors.safe_open", "pickle.load")
+# What the artifact may read by name: the counted files and the declared data (val/train shards, byte
+# sidecars, the tokenizer); anything else named by a literal is uncounted data.
+COUNTED_OR_DATA = ("train_gpt.py", "model.bin", "fineweb_*.bin", "bytes_*.bin", "*.model", "*.vocab")
+GLOB_CALLS = ("glob.glob", "glob.iglob")
+# Programs that download (DATA-6) or install (SIZE-4) when run as a subprocess; the subcommands that do it.
+DOWNLOADERS = {"curl": (), "wget": (), "aria2c": (), "scp": (), "rsync": (), "huggingface-cli": ("download",),
+               "hf": ("download",), "git": ("clone", "fetch", "pull", "submodule", "lfs", "ls-remote"),
+               "pip": ("install", "download"), "pip3": ("install", "download"), "uv": ("pip", "add", "sync"),
+               "conda": ("install",), "apt-get": ("install",), "apt": ("install",)}
+INSTALLERS = ("pip", "pip3", "uv", "conda", "apt-get", "apt")
+BUILTIN_CODE = ("exec", "eval", "compile")
 SYS_PATH_EDITS = ("sys.path.insert", "sys.path.append", "sys.path.extend", "site.addsitedir")
 # Text decoders: their output is smaller than their input (the file), so they run as they are.
 DECODERS: dict[str, Callable] = {
@@ -105,6 +120,8 @@ class CodeScan:
     programs: list[str] = field(default_factory=list)  # subprocess targets (literal program names)
     payloads: int = 0  # embedded payloads decoded and scanned
     decoded_bytes: int = 0  # what the decoders produced, toward MAX_DECODED_BYTES
+    sources: set[str] = field(default_factory=set)  # sha256 of the file's text and of every payload decoded (audit)
+    written: set[str] = field(default_factory=set)  # file names the code writes itself (it may read them back)
 
     def by_rule(self, rule: str) -> list[Finding]:
         return [f for f in self.findings if f.rule == rule]
@@ -146,17 +163,24 @@ class _TooLarge(_Unresolved):
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, scan: CodeScan, tree: ast.Module, where: str, depth: int):
-        self.scan, self.where, self.depth = scan, where, depth
+    def __init__(self, scan: CodeScan, tree: ast.Module, where: str, depth: int, local_modules: frozenset[str]):
+        self.scan, self.where, self.depth, self.local_modules = scan, where, depth, local_modules
         self.aliases: dict[str, str] = {}
         self.assigned: dict[str, ast.AST | None] = {}  # name -> its only assigned value (None: several)
+        self.renamed: set[str] = set()  # names that hide exec/eval/compile or the builtins module under another name
+        self.globbed: set[int] = set()  # literal glob patterns already judged by their glob call (DATA-3)
+        self.tree = tree
         for node in ast.walk(tree):  # aliases and single assignments, from every scope
             if isinstance(node, ast.Import):
                 for a in node.names:
                     self.aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+                    if a.name == "builtins" and a.asname not in (None, "builtins"):
+                        self.renamed.add(a.asname)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 for a in node.names:
                     self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                    if node.module == "builtins" and a.name in BUILTIN_CODE and a.asname not in (None, a.name):
+                        self.renamed.add(a.asname)
             elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for t in targets:
@@ -257,6 +281,193 @@ class _Scanner(ast.NodeVisitor):
         self.scan.decoded_bytes += len(out)
         return out
 
+    def text_of(self, node: ast.AST) -> str | None:
+        try:
+            value = self.resolve(node)
+        except _Unresolved:
+            return None
+        return value if isinstance(value, str) else None
+
+    def segments(self, node: ast.AST, seen: frozenset[str] = frozenset()) -> list[str | None]:
+        """A path or pattern expression folded into its literal pieces, None for each piece the scan cannot
+        see: `d + "/*.bin"`, f"{d}/x_{i}.bin", os.path.join(d, "x"), Path(d) / "x"."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, ast.Name) and node.id not in seen and (source := self.assigned.get(node.id)) is not None:
+            return self.segments(source, seen | {node.id})
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Div)):
+            sep = ["/"] if isinstance(node.op, ast.Div) else []
+            return [*self.segments(node.left, seen), *sep, *self.segments(node.right, seen)]
+        if isinstance(node, ast.JoinedStr):
+            out: list[str | None] = []
+            for v in node.values:
+                if isinstance(v, ast.Constant):
+                    out.append(str(v.value))
+                elif isinstance(v, ast.FormattedValue) and v.format_spec is None and v.conversion == -1:
+                    out += self.segments(v.value, seen)
+                else:
+                    out.append(None)
+            return out
+        if isinstance(node, ast.Call) and not node.keywords and node.args:
+            name = self.dotted(node.func)
+            if name in ("os.path.join", "posixpath.join"):
+                out = []
+                for i, a in enumerate(node.args):
+                    out += [*([] if i == 0 else ["/"]), *self.segments(a, seen)]
+                return out
+            if name.rsplit(".", 1)[-1] in ("Path", "PurePath", "PosixPath", "str") and len(node.args) == 1:
+                return self.segments(node.args[0], seen)
+        return [None]
+
+    def path_tail(self, node: ast.AST) -> tuple[str | None, str | None]:
+        """(the last path component, the whole path) of an expression, each None where a piece is unknown."""
+        segs = self.segments(node)
+        whole = None if None in segs else "".join(s for s in segs if s is not None)
+        tail: list[str] = []
+        for seg in reversed(segs):
+            if seg is None:
+                return None, whole
+            if "/" in seg:
+                tail.append(seg.rsplit("/", 1)[-1])
+                break
+            tail.append(seg)
+        return "".join(reversed(tail)), whole
+
+    def builtins_namespace(self, node: ast.AST, seen: frozenset[str] = frozenset()) -> bool:
+        """The expression is the builtins module or its dict, reached dynamically (`__builtins__`,
+        `globals()["__builtins__"]`, `vars(builtins)`, `__import__("builtins")`, `sys.modules["builtins"]`)."""
+        if isinstance(node, ast.Name):
+            if node.id == "__builtins__" or self.aliases.get(node.id) == "builtins":
+                return True
+            source = self.assigned.get(node.id) if node.id not in seen else None
+            return source is not None and self.builtins_namespace(source, seen | {node.id})
+        if isinstance(node, ast.Attribute):
+            return node.attr == "__builtins__" or (node.attr == "__dict__" and self.builtins_namespace(node.value, seen))
+        if isinstance(node, ast.Call) and node.args:
+            name = self.dotted(node.func)
+            if name == "vars":
+                return self.builtins_namespace(node.args[0], seen)
+            if name in ("__import__", "importlib.import_module"):
+                return self.text_of(node.args[0]) == "builtins"
+            if name == "getattr" and len(node.args) >= 2 and self.text_of(node.args[1]) == "__builtins__":
+                return True
+        if isinstance(node, ast.Subscript):
+            key = self.text_of(node.slice)
+            return key == "__builtins__" or (key == "builtins" and self.dotted(node.value) == "sys.modules")
+        return False
+
+    def builtin_lookup(self, node: ast.AST) -> str | None:
+        """The builtin a dynamic lookup fetches: getattr(<builtins>, K), <builtins dict>[K], <renamed builtins>.K;
+        '?' when K cannot be folded to a constant; None when the node is no such lookup."""
+        def key(k: ast.AST) -> str:
+            return self.text_of(k) or "?"
+        if isinstance(node, ast.Call) and self.dotted(node.func) == "getattr" and len(node.args) >= 2 \
+                and self.builtins_namespace(node.args[0]):
+            return key(node.args[1])
+        if isinstance(node, ast.Subscript) and self.builtins_namespace(node.value):
+            return key(node.slice)
+        if isinstance(node, ast.Attribute) and node.attr in BUILTIN_CODE:
+            plain = isinstance(node.value, ast.Name) and node.value.id == "builtins" \
+                and self.aliases.get("builtins") == "builtins"
+            if not plain and (self.builtins_namespace(node.value)
+                              or (isinstance(node.value, ast.Name) and node.value.id in self.renamed)):
+                return node.attr
+        return None
+
+    def hidden_builtin(self, node: ast.AST) -> None:
+        """exec/eval/compile reached by a dynamic lookup or under another name: SIZE-3 FAIL (the lookup exists
+        to hide the call from a reader); a lookup by a name the scan cannot fold: WARN."""
+        target = self.builtin_lookup(node)
+        if target in BUILTIN_CODE:
+            self.add("SIZE-3", FAIL, node, f"obfuscated {target}: fetched from the builtins namespace by a dynamic "
+                                           "lookup (code hidden from review)")
+        elif target == "?":
+            self.add("SIZE-3", WARN, node, "a builtin fetched by a name the static scan cannot resolve (it may be "
+                                           "exec/eval/compile)")
+
+    def note_writes(self) -> None:
+        """File names the code writes itself (open(X, "w"), torch.save(_, X), np.save(X, _), Path(X).write_bytes):
+        reading them back is the run's own bytes (the records write final_model.int8.ptz and reload it)."""
+        for node in ast.walk(self.tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = self.dotted(node.func)
+            kw = {k.arg: k.value for k in node.keywords if k.arg}
+            target: ast.expr | None = None
+            if name in FILE_OPENS:
+                mode_node = node.args[1] if len(node.args) > 1 else kw.get("mode")
+                mode = self.text_of(mode_node) if mode_node is not None else None
+                if mode is not None and any(c in mode for c in "wax"):
+                    target = node.args[0] if node.args else kw.get("file")
+            elif name in ("torch.save",) and len(node.args) > 1:
+                target = node.args[1]
+            elif name in ("numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.ndarray.tofile") \
+                    and node.args:
+                target = node.args[0]
+            elif name.rsplit(".", 1)[-1] in ("write_bytes", "write_text", "tofile") \
+                    and isinstance(node.func, ast.Attribute):
+                target = node.func.value if name.rsplit(".", 1)[-1] != "tofile" else (node.args[0] if node.args
+                                                                                     else None)
+            if target is not None:
+                tail, _ = self.path_tail(target)
+                if tail:
+                    self.scan.written.add(tail)
+
+    def file_read(self, node: ast.Call, name: str) -> None:
+        """open()/np.fromfile/np.load/torch.load/Path(...).read_bytes() of a file named by literals that is neither
+        counted (train_gpt.py, model.bin) nor declared data (shards, sidecars, the tokenizer): SIZE-3 FAIL."""
+        last = name.rsplit(".", 1)[-1]
+        target: ast.expr | None
+        if last in ("read_bytes", "read_text") and isinstance(node.func, ast.Attribute):
+            target = node.func.value  # Path("x").read_bytes(), (HERE / "x").read_bytes(): path_tail folds both
+        else:
+            kw = {k.arg: k.value for k in node.keywords if k.arg}
+            target = node.args[0] if node.args else kw.get("file", kw.get("filename", kw.get("f")))
+            mode_node = node.args[1] if len(node.args) > 1 and name in FILE_OPENS else kw.get("mode")
+            mode = self.text_of(mode_node) if mode_node is not None else ""
+            if mode is None or any(c in mode for c in "wax"):  # writing brings nothing in; an unknown mode: unknown
+                return
+        if target is None:
+            return
+        tail, whole = self.path_tail(target)
+        if not tail or (whole is not None and whole.startswith(HARMLESS_ROOTS)):
+            return
+        if tail not in self.scan.written and not any(fnmatch.fnmatch(tail, p) for p in COUNTED_OR_DATA):
+            self.add("SIZE-3", FAIL, node, f"{name}({tail!r}) reads a file the artifact does not count (uncounted "
+                                           "data: only train_gpt.py, model.bin and the declared data are)")
+
+    def glob_call(self, node: ast.Call) -> None:
+        """A loader glob whose last component, folded from literals, matches both training and val shards."""
+        arg = node.args[0] if node.args else None
+        if arg is None:
+            return
+        tail, _ = self.path_tail(arg)
+        if tail is None or not any(c in tail for c in "*?["):
+            return
+        self.globbed.update(id(c) for c in ast.walk(arg) if isinstance(c, ast.Constant))
+        if fnmatch.fnmatch("fineweb_train_000000.bin", tail) and fnmatch.fnmatch("fineweb_val_000000.bin", tail):
+            self.add("DATA-3", FAIL, node, f"glob of {tail!r} matches training and validation shards alike")
+
+    def process_call(self, node: ast.Call, name: str) -> None:
+        program = self.program(node)
+        self.scan.programs.append(program)
+        words = [w for sub in ast.walk(ast.Module(body=[ast.Expr(a) for a in [*node.args, *(k.value for k in
+                                                                                               node.keywords)]],
+                                                  type_ignores=[]))
+                 if isinstance(sub, ast.Constant) and isinstance(sub.value, str) for w in sub.value.split()]
+        for i, word in enumerate(words):
+            base = word.rsplit("/", 1)[-1]
+            subs = DOWNLOADERS.get(base)
+            if subs is None or (subs and not any(w in subs for w in words[i + 1:i + 4])):
+                continue
+            self.add("DATA-6", FAIL, node, f"{name}(...) runs {base} {' '.join(words[i + 1:i + 3])}: it downloads "
+                                           "over the network")
+            if base in INSTALLERS:
+                self.add("SIZE-4", FAIL, node, f"{name}(...) installs packages at run time ({base}): dependencies "
+                                               "must be declared, not fetched")
+            return
+        self.add("SIZE-4", WARN, node, f"{name}(...) runs {program}: a system binary must be declared")
+
     # ------------------------------------------------------------------ visitors
 
     def visit_Import(self, node: ast.Import) -> None:
@@ -264,7 +475,10 @@ class _Scanner(ast.NodeVisitor):
             self.note_import(a.name, node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if node.module and not node.level:
+        if node.level:
+            self.add("SIZE-3", FAIL, node, f"relative import from {'.' * node.level}{node.module or ''}: a local "
+                                           "module the artifact does not count (uncounted code)")
+        elif node.module:
             self.note_import(node.module, node)
             for a in node.names:
                 if f"{node.module}.{a.name}" in NETWORK_MODULES:
@@ -275,12 +489,46 @@ class _Scanner(ast.NodeVisitor):
         self.scan.dotted_imports.add(module)
         if any(module == m or module.startswith(m + ".") for m in NETWORK_MODULES):
             self.add("DATA-6", WARN, node, f"imports {module}, a network module")
-        if module.split(".")[0] == "pgolf":
-            self.add("SIZE-3", WARN, node, "imports the pgolf package, which counts only if the file carries it")
+        top = module.split(".")[0]
+        if top == "pgolf":
+            self.add("SIZE-3", FAIL, node, "imports the pgolf package from outside the file: uncounted code (the "
+                                           "counted file must carry what it runs, as pgolf's packed file does)")
+        elif top in self.local_modules:
+            self.add("SIZE-3", FAIL, node, f"imports {module}, a local module beside train_gpt.py that the artifact "
+                                           "does not count (uncounted code)")
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        self.hidden_builtin(node)
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        self.hidden_builtin(node)
+        self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
         name = self.dotted(node.func)
         short = name.rsplit(".", 1)[-1]
+        self.hidden_builtin(node)
+        hidden = self.builtin_lookup(node.func)
+        called = node.func.id if isinstance(node.func, ast.Name) else None
+        src = self.assigned.get(called) if called is not None and called not in BUILTIN_CODE else None
+        renamed = called is not None and (called in self.renamed or (isinstance(src, ast.Name)
+                                                                      and src.id in BUILTIN_CODE))
+        if renamed:
+            self.add("SIZE-3", FAIL, node, f"obfuscated exec/eval/compile: called as {called}(...) under "
+                                           "another name (code hidden from review)")
+        if (hidden in BUILTIN_CODE or renamed) and node.args:
+            self.exec_call(node, name or "exec", quiet=True)  # follow the payload; the FAIL is said
+        if name in FILE_OPENS or name in DATA_LOADS or short in ("read_bytes", "read_text"):
+            self.file_read(node, name)
+        if name in GLOB_CALLS or (isinstance(node.func, ast.Attribute) and node.func.attr in ("glob", "rglob")
+                                  and name not in GLOB_CALLS):
+            self.glob_call(node)
+        if name.startswith("torch.hub."):
+            self.add("DATA-6", FAIL, node, f"{name}(...) downloads code or weights over the network")
+            if short == "load":
+                self.add("SIZE-3", FAIL, node, f"{name}(...) runs a hub repository's code, which the artifact "
+                                               "does not count")
         if name in EXEC_CALLS and node.args:
             self.exec_call(node, name)
         elif name in FILE_LOADERS:
@@ -298,11 +546,9 @@ class _Scanner(ast.NodeVisitor):
         elif name in SYS_PATH_EDITS:
             self.add("SIZE-3", WARN, node, f"{name}(...): imports may then come from uncounted files")
         elif name in PROCESS_CALLS:
-            program = self.program(node)
-            self.scan.programs.append(program)
-            self.add("SIZE-4", WARN, node, f"{name}(...) runs {program}: a system binary must be declared")
+            self.process_call(node, name)
         if short in NETWORK_CALLS:
-            self.add("DATA-6", WARN, node, f"calls {name or short}(...), which downloads over the network")
+            self.add("DATA-6", FAIL, node, f"calls {name or short}(...), which downloads over the network")
         self.generic_visit(node)
 
     def program(self, node: ast.Call) -> str:
@@ -313,7 +559,9 @@ class _Scanner(ast.NodeVisitor):
             return repr(arg.value.split()[0] if arg.value.split() else arg.value)
         return "a program the static scan cannot resolve"
 
-    def exec_call(self, node: ast.Call, name: str) -> None:
+    def exec_call(self, node: ast.Call, name: str, quiet: bool = False) -> None:
+        """Follow exec/eval/compile's argument. `quiet`: the call is already a FAIL (obfuscated); only a
+        payload that resolves is scanned, nothing more is said."""
         arg = node.args[0]
         if self.reads_file(arg):
             self.add("SIZE-3", FAIL, node, f"{name}(...) runs code read from a file (uncounted code)")
@@ -321,11 +569,13 @@ class _Scanner(ast.NodeVisitor):
         try:
             payload = self.resolve(arg)
         except _TooLarge as e:
-            self.add("SIZE-3", WARN, node, f"{name}(...) of a {e}; refusing to decode it (the static scan "
-                                           "cannot see that code)")
+            if not quiet:
+                self.add("SIZE-3", WARN, node, f"{name}(...) of a {e}; refusing to decode it (the static scan "
+                                               "cannot see that code)")
             return
         except _Unresolved:
-            self.add("SIZE-3", WARN, node, f"{name}(...) of a value the static scan cannot resolve")
+            if not quiet:
+                self.add("SIZE-3", WARN, node, f"{name}(...) of a value the static scan cannot resolve")
             return
         if isinstance(payload, bytes):
             try:
@@ -337,7 +587,7 @@ class _Scanner(ast.NodeVisitor):
         if self.depth >= MAX_PAYLOAD_DEPTH:
             self.add("SIZE-3", WARN, node, f"{name}(...) payloads nested deeper than {MAX_PAYLOAD_DEPTH}")
             return
-        _scan_into(self.scan, payload, f"{self.where}:{node.lineno} > payload", self.depth + 1)
+        _scan_into(self.scan, payload, f"{self.where}:{node.lineno} > payload", self.depth + 1, self.local_modules)
 
     def visit_Constant(self, node: ast.Constant) -> None:
         value = node.value
@@ -345,13 +595,13 @@ class _Scanner(ast.NodeVisitor):
             return
         if ABSOLUTE_PATH.match(value) and not value.startswith(HARMLESS_ROOTS):
             self.add("FMT-3", FAIL, node, f"absolute path {value!r}: the folder must run on relative paths only")
-        if "fineweb" in value and any(c in value for c in "*?["):
+        if "fineweb" in value and any(c in value for c in "*?[") and id(node) not in self.globbed:
             base = value.rsplit("/", 1)[-1]
             if fnmatch.fnmatch("fineweb_train_000000.bin", base) and fnmatch.fnmatch("fineweb_val_000000.bin", base):
                 self.add("DATA-3", FAIL, node, f"glob {value!r} matches training and validation shards alike")
 
 
-def _scan_into(scan: CodeScan, text: str, where: str, depth: int) -> None:
+def _scan_into(scan: CodeScan, text: str, where: str, depth: int, local: frozenset[str] = frozenset()) -> None:
     try:
         tree = ast.parse(text)
     except SyntaxError as e:
@@ -361,18 +611,22 @@ def _scan_into(scan: CodeScan, text: str, where: str, depth: int) -> None:
         scan.findings.append(Finding("FMT-3" if depth == 0 else "SIZE-3", FAIL if depth == 0 else WARN,
                                      f"{where}:{e.lineno}", f"does not compile ({e.msg})"))
         return
-    _Scanner(scan, tree, where, depth).visit(tree)
+    scan.sources.add(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    scanner = _Scanner(scan, tree, where, depth, local)
+    scanner.note_writes()
+    scanner.visit(tree)
 
 
-def scan_code(text: str, name: str = "train_gpt.py") -> CodeScan:
-    """Scan the source of a submission file (and the payloads it decodes from literals)."""
+def scan_code(text: str, name: str = "train_gpt.py", local_modules: Iterable[str] = ()) -> CodeScan:
+    """Scan the source of a submission file (and the payloads it decodes from literals). `local_modules`:
+    the module names of the other .py files shipped beside it (an import of one is uncounted code)."""
     scan = CodeScan(compiles=True)
     try:
         compile(text, name, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as e:
         scan.compiles = False
         scan.error = f"line {getattr(e, 'lineno', '?')}: {getattr(e, 'msg', e)}"
-    _scan_into(scan, text, name, 0)
+    _scan_into(scan, text, name, 0, frozenset(local_modules))
     if not scan.compiles and not scan.by_rule("FMT-3"):
         scan.findings.append(Finding("FMT-3", FAIL, name, f"does not compile ({scan.error})"))
     return scan

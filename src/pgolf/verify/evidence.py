@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pgolf.eval.ledger import LedgerEntry
+from pgolf.verify.audit import AuditFacts
 
 STAGE_KINDS = ("data", "train", "quant", "pack", "eval")
 CHALLENGE_LIMIT_BYTES = 16_000_000
@@ -76,6 +77,8 @@ class Options:
     reference_bpb: tuple[float, ...] = ()
     probe: bool = False
     reproduce: bool = False  # re-execute each evaluation and compare the ledgers (REPRO-1)
+    audit: bool = False  # run the packed train_gpt.py under an audit hook (AUDIT-1)
+    reproduce_train: bool = False  # re-train each run from its recorded recipe and compare (REPRO-2)
 
     @property
     def non_record(self) -> bool:
@@ -281,6 +284,68 @@ class ReproductionFacts:
 
 
 @dataclasses.dataclass
+class ContaminationFacts:
+    """The contamination probe (`verify --probe`, CONTAM-1): the packed model's bpb on val documents against its
+    bpb on documents of the data build's held-out split, which no stage reads (`pgolf.verify.probes`).
+
+    status: "ran", or "cannot" (no held-out split, unreadable data: `reason`). `gap` = held-out bpb - val
+    bpb; `gap_se` its document-bootstrap standard error; `lower` = gap - z * gap_se, the one-sided lower
+    confidence bound at level 1 - alpha. A model fitted to val scores val better than unseen documents of
+    the same distribution: `lower` above `margin` is beyond what the choice of documents explains."""
+
+    status: str
+    reason: str = ""
+    val_docs: int = 0
+    heldout_docs: int = 0
+    val_bpb: float | None = None
+    heldout_bpb: float | None = None
+    gap: float | None = None
+    gap_se: float | None = None
+    lower: float | None = None
+    alpha: float = 0.0
+    margin: float = 0.0
+    seconds: float | None = None
+
+
+@dataclasses.dataclass
+class TrainReproductionFacts:
+    """The training re-executed from the recorded recipe and data in a fresh process (`verify --reproduce-train`,
+    REPRO-2). status: "ran" (`curve` and `tensors` compared), "cannot" (refused here: CUDA or several ranks,
+    or over the time cap; `command` is what to run where it can), "error" (the fresh `pgolf train` failed).
+    `loss_diff`: (step, claimed loss, reproduced loss) at the first step whose loss differs beyond `rel_tol`
+    (None: the curves agree); `tensor_diff`: (name, max |difference|) of the first differing weight tensor
+    (sorted by name); `steps`: how many logged steps were compared; `exact`: bit-identical required."""
+
+    status: str
+    command: str
+    reason: str = ""
+    seconds: float | None = None
+    exact: bool = False
+    rel_tol: float = 0.0
+    steps: int = 0
+    tensors: int = 0
+    loss_diff: tuple[int, float | None, float | None] | None = None
+    tensor_diff: tuple[str, float] | None = None
+    max_loss_rel: float = 0.0
+    max_tensor_abs: float = 0.0
+    note: str = ""  # e.g. pgolf's source here differs from the one that trained it (then not bit-identical)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchLogFacts:
+    """pgolf's local launch log (`<cache dir>/launches.jsonl`, appended by every `pgolf run` / `pgolf train`
+    launch): the entries whose config hash is one of the verified runs' (STAT-3)."""
+
+    path: str
+    entries: tuple[Mapping[str, Any], ...]
+    verified: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)  # config hash -> seeds verified
+    error: str = ""
+
+    def seeds_launched(self, config_sha256: str) -> set[Any]:
+        return {x.get("seed") for x in self.entries if x.get("config_sha256") == config_sha256}
+
+
+@dataclasses.dataclass
 class SeedEvidence:
     """Everything about one run (one seed)."""
 
@@ -291,11 +356,15 @@ class SeedEvidence:
     ledger: LedgerFacts | None = None
     eval_report: dict[str, Any] | None = None  # eval/report.json
     code: str | None = None  # the shipped train_gpt.py
+    shipped: list[str] = dataclasses.field(default_factory=list)  # file names in the pack directory, as found
     paid_prefix: PaidPrefixFacts | None = None
     launch: LaunchFacts | None = None  # None: no launch ledger records this run's training
     probes: list[ProbeFacts] | None = None  # None: --probe not given
     probe_claims_isolation: bool = False
     reproduction: ReproductionFacts | None = None  # None: --reproduce not given
+    audit: AuditFacts | None = None  # None: --audit not given (or no pack)
+    train_reproduction: TrainReproductionFacts | None = None  # None: --reproduce-train not asked
+    contamination: ContaminationFacts | None = None  # None: --probe not given
     problems: list[str] = dataclasses.field(default_factory=list)  # lineage that could not be followed
     # The training clock as the train artifact's own logs record it, to cross-check its manifest:
     # {"metrics.jsonl": seconds of its end event, "log.txt": seconds of its last train_time line}.
@@ -337,6 +406,7 @@ class Evidence:
     seeds: list[SeedEvidence]
     options: Options = dataclasses.field(default_factory=Options)
     folder: FolderFacts | None = None
+    launch_log: LaunchLogFacts | None = None  # None: no launch log in pgolf's cache directory
 
     @property
     def multi(self) -> bool:

@@ -10,7 +10,8 @@ from pgolf.verify.evidence import TRACKS, Options, track_named
 
 def make_options(track: str | None = None, *, max_bytes: int | None = None, max_train_seconds: float | None = None,
                  max_eval_seconds: float | None = None, reference_bpb: Sequence[float] = (), probe: bool = False,
-                 submission: bool = False, reproduce: bool = False) -> Options:
+                 submission: bool = False, reproduce: bool = False,
+                 audit: bool = False, reproduce_train: bool = False) -> Options:
     """Options from `pgolf verify`'s flags (or a `[verify]` table): a named track, or a submission,
     judges record conditions strictly; limits given explicitly apply on any hardware."""
     tr = track_named(track) if track is not None else None
@@ -27,6 +28,7 @@ def make_options(track: str | None = None, *, max_bytes: int | None = None, max_
         explicit_train=max_train_seconds is not None or explicit_limits,
         explicit_eval=max_eval_seconds is not None or explicit_limits,
         strict=strict, claim=bool(refs) or (submission and tr.record),  # several runs also claim
-        reference_bpb=refs, probe=probe, reproduce=reproduce)
+        reference_bpb=refs, probe=probe, reproduce=reproduce, audit=audit,
+        reproduce_train=reproduce_train)
 
 

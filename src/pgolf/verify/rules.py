@@ -28,9 +28,10 @@ RULESET = "pg-rules-2026.05"
 # manifests (config, env, timing, files, inputs), files re-hashed on disk, the data manifest and the
 # val shards / sidecar / tokenizer, the score ledger, the shipped train_gpt.py (read with `ast`),
 # the decoded model.bin, probes run on the packed model (--probe), and the launch ledger `pgolf run`
-# keeps in run.json. What it lacks: an audit of file opens and sockets at run time (rules.md
-# evidence "A") and the PR diff.
-NO_AUDIT = "no run-time audit of file opens and sockets exists (rules.md evidence A)"
+# keeps in run.json; with --audit, the file opens, sockets, processes and compiled code of the shipped
+# file run on a val slice (AUDIT-1, rules.md evidence "A"). What it lacks: the PR diff, and an audit of
+# the training run.
+NO_AUDIT = "file opens and sockets at run time are seen only with --audit (AUDIT-1, rules.md evidence A)"
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,14 @@ _RULES: tuple[Rule, ...] = (
                 "rendering (#1855) never arises"),
     Rule("SIZE-3", "No uncounted code or data", "OFFICIAL", "README", "FAIL",
          "static scan of the shipped train_gpt.py (and of payloads it decodes from literals): exec/eval/compile "
-         "of file contents, runpy, importlib from files, ctypes, torch.ops.load_library, cpp_extension, sys.path",
+         "of file contents, runpy, importlib from files, ctypes, torch.ops.load_library, cpp_extension, sys.path; "
+         "side files read by a literal name (open, np.fromfile/load/memmap, torch.load) that are neither counted "
+         "nor declared data; exec/eval/compile fetched from the builtins namespace; local module imports",
          check="uncounted_code",
-         limits=f"static only: {NO_AUDIT}, so an open hidden behind code the scan cannot resolve is a WARN at most"),
+         limits=f"static: {NO_AUDIT}; an open hidden behind code the scan cannot resolve is a WARN at most here"),
     Rule("SIZE-4", "Declared dependencies", "OFFICIAL", "README", "WARN",
          "third-party imports and subprocess targets of the shipped code against the upstream requirements.txt "
-         "and the folder's requirements.txt",
+         "and the folder's requirements.txt; a package installed at run time (pip install in a subprocess) FAILs",
          check="dependencies",
          limits="system binaries named only in the README cannot be matched; subprocess targets are listed"),
     Rule("SIZE-5", "The score comes from the measured artifact", "ACCEPTED", "README", "FAIL",
@@ -134,9 +137,11 @@ _RULES: tuple[Rule, ...] = (
          limits=f"{NO_AUDIT}; the shipped train_gpt.py trains too, so its train-shard reads cannot be told apart "
                 "statically"),
     Rule("DATA-6", "No network during eval", "OFFICIAL", "README", "FAIL",
-         "static scan of the shipped code for network modules (socket, urllib, requests, huggingface_hub, ...)",
+         "static scan of the shipped code for network modules (socket, urllib, requests, huggingface_hub, ...), "
+         "download calls (hf_hub_download, urlopen, torch.hub) and downloaders run as subprocesses (curl, wget, "
+         "git clone, pip install)",
          check="no_network", enforced_by="ttt-eval",
-         limits=f"a connection at run time cannot be seen ({NO_AUDIT}): static hits give WARN, never FAIL"),
+         limits=f"a connection at run time: {NO_AUDIT}; an import alone gives WARN, a download call or program FAIL"),
     Rule("DATA-7", "Calibration never uses val", "RULING #728", "#728", "FAIL",
          "quant manifest: the declared calibration source (train or self-generated) and its inputs; the "
          "calibration shards it records are re-hashed and their documents hashed against the val documents",
@@ -260,15 +265,41 @@ PGOLF_CHECKS: tuple[Rule, ...] = (
          "every manifest's files re-hashed (size, sha256) and every input's sha256 re-computed, from the data "
          "manifest to the eval report; a mismatch FAILs even when the file can no longer be parsed",
          check="lineage"),
+    Rule("AUDIT-1", "What the code does at run time", "PGOLF", "verify.md", "FAIL",
+         "with --audit: the packed train_gpt.py run beside its model.bin on a slice of the eval's val data, in a "
+         "fresh interpreter under sys.addaudithook: every file opened, socket, subprocess and compile of code not "
+         "in the counted bytes; anything outside train_gpt.py, model.bin, the declared val data and tokenizer, "
+         "Python's stdlib/site-packages and /dev, /proc, /sys FAILs naming it (SIZE-3, DATA-5, DATA-6)",
+         check="runtime_audit",
+         limits="code that detects the audit, native code opening files without Python's audit events, and "
+                "branches the slice does not take (the full val set, several GPUs) are not seen"),
     Rule("REPRO-1", "The evaluation reproduces the ledger", "PGOLF", "verify.md", "FAIL",
          "with --reproduce: `pgolf ttt-eval` re-run from pack/model.bin on the eval's data in a fresh process with "
          "the recorded eval config; its ledger compared chunk by chunk with the claimed one (ranges, byte sums, "
          "per-token loss digests and nll sums: bit-identical on CPU with the same torch build, else within a "
          "relative tolerance) and its val_bpb with the claimed one",
          check="reproduction",
-         limits="training is not re-executed (the packed model is taken as trained); a CUDA eval cannot be "
+         limits="training is not re-executed here (see REPRO-2); a CUDA eval cannot be "
                 "re-executed on a machine without CUDA (WARN with the command); a TTT run whose clock stopped "
                 "adaptation is compared up to that chunk"),
+    Rule("REPRO-2", "The training reproduces the loss curve and the weights", "PGOLF", "verify.md", "FAIL",
+         "with --reproduce-train: `pgolf train` re-run in a fresh process from the train manifest's recorded config "
+         "on the data its lineage names (CPU); the logged losses (metrics.jsonl) compared step by step and the "
+         "weights (model.safetensors) tensor by tensor: bit-identical when the run was a one-process CPU run with "
+         "this torch build, else within a documented tolerance",
+         check="train_reproduction",
+         limits="CUDA and multi-rank runs, runs stopped by their clock and runs over the time cap (600 s) are not "
+                "re-trained here (WARN with the command to run); a run that is not deterministic on its own "
+                "hardware can only be compared within the tolerance"),
+    Rule("CONTAM-1", "The model is not fitted to validation", "PGOLF", "verify.md", "FAIL",
+         "contamination probe (--probe) for DATA-3 and TTT-1 (val in training, pre-quantization TTT as flagged in "
+         "#366 and #1406): the packed model's bpb on val documents against documents of the data build's "
+         "held-out split, which no stage reads, each in excess of a unigram model; a gap beyond a margin and its "
+         "document-bootstrap bound FAILs",
+         check="validation_fit",
+         limits="needs a data directory with a held-out split (built by this `pgolf data build`; official shards "
+                "have none: WARN); a fit smaller than the margin (0.03 bpb) or than the sampling noise of the "
+                "documents is not seen; without --probe: INFO"),
 )
 
 RULES: Mapping[str, Rule] = {r.id: r for r in _RULES}

@@ -9,12 +9,14 @@ One module per section of the rulebook, each check a function of the evidence:
     lineage.py     LINEAGE     manifests, files and inputs re-hashed
     size.py        SIZE-1..5   artifact bytes, counted code, dependencies, the scored artifact
     timing.py      TIME-1..4   training, calibration and evaluation clocks, hardware
-    data.py        DATA-1..7   the val set, train/val disjointness, what each stage read
+    data.py        DATA-1..7   the val set, train/val disjointness, what each stage read; CONTAM-1 (--probe)
     ttt.py         TTT-1..8    the score ledger: score before update, one pass, no rescoring
     metric.py      MET-1..8    the bpb denominator, byte tables, coverage, probes
     statistics.py  STAT-1..4   seeds, significance, launched seeds, reported numbers
     folder.py      FMT-2..4    the records folder
-    reproduce.py   REPRO-1     the evaluation re-executed (--reproduce), its ledger compared chunk by chunk
+    reproduce.py   REPRO-1/2   the evaluation re-executed (--reproduce), its ledger compared chunk by chunk;
+                               the training re-executed (--reproduce-train), its losses and weights compared
+    audit.py       AUDIT-1     the shipped code run under an audit hook (--audit): files, network, processes, code
     common.py      what several sections share (`Results`, `n`, `stage_of`, the ledger and probe helpers)
 
 This module holds the registry and the driver and re-exports every public name of the sections.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from pgolf.verify.checks.audit import runtime_audit
 from pgolf.verify.checks.common import (
     CALIB_TIME_KEYS,
     CLAIM_TOLERANCE,
@@ -41,6 +44,7 @@ from pgolf.verify.checks.data import (
     no_val_in_training,
     paid_prefix,
     train_val_disjoint,
+    validation_fit,
     validation_set,
 )
 from pgolf.verify.checks.folder import FOLDER_NAME, REQUIRED_JSON_KEYS, log_name, naming, required_files, runs_in_folder
@@ -55,7 +59,7 @@ from pgolf.verify.checks.metric import (
     normalized,
     target_independent,
 )
-from pgolf.verify.checks.reproduce import reproduction
+from pgolf.verify.checks.reproduce import reproduction, train_reproduction
 from pgolf.verify.checks.size import counted_code, dependencies, scored_artifact, size_cap, uncounted_code
 from pgolf.verify.checks.statistics import (
     NOT_CONFIG,
@@ -88,7 +92,7 @@ CHECKS: dict[str, Callable[[Evidence], Results]] = {
     "hardware": hardware_check,
     "validation_set": validation_set, "train_val_disjoint": train_val_disjoint,
     "no_val_in_training": no_val_in_training, "paid_prefix": paid_prefix, "no_train_in_eval": no_train_in_eval,
-    "no_network": no_network, "calibration_source": calibration_source,
+    "no_network": no_network, "calibration_source": calibration_source, "validation_fit": validation_fit,
     "score_before_update": score_before_update, "first_pass": first_pass, "no_selection": no_selection,
     "no_rescoring": no_rescoring, "epochs": epochs, "warmup": warmup, "no_slot": no_slot,
     "state_from_scored": state_from_scored,
@@ -98,7 +102,8 @@ CHECKS: dict[str, Callable[[Evidence], Results]] = {
     "seeds": seeds_check, "significance": significance_check, "launched_seeds": launched_seeds,
     "reported_numbers": reported_numbers,
     "required_files": required_files, "runs_in_folder": runs_in_folder, "naming": naming,
-    "reproduction": reproduction,
+    "reproduction": reproduction, "train_reproduction": train_reproduction,
+    "runtime_audit": runtime_audit,
 }
 
 
@@ -128,8 +133,8 @@ __all__ = [
     "counted_code", "coverage", "dependencies", "doc_isolation", "epochs", "eval_time", "first_pass", "hardware",
     "hardware_check", "launched_seeds", "lineage", "log_name", "lossless_tokenizer", "n", "naming", "no_network",
     "no_rescoring", "no_selection", "no_slot", "no_train_in_eval", "no_val_in_training", "normalized",
-    "paid_prefix", "post_training_time", "reported_numbers", "reproduction", "required_files", "run_checks", "runs_in_folder",
+    "paid_prefix", "post_training_time", "reported_numbers", "reproduction", "required_files", "run_checks", "runs_in_folder", "runtime_audit",
     "score_before_update", "scored_artifact", "seeds_check", "significance_check", "size_cap",
     "state_from_scored", "target_independent", "train_time", "train_val_disjoint", "uncounted_code",
-    "validation_set", "warmup",
+    "train_reproduction", "validation_fit", "validation_set", "warmup",
 ]

@@ -26,17 +26,28 @@ def n(x: int | float | None) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _scan_text(text: str) -> CodeScan:
-    return scan_code(text)
+def _scan_text(text: str, local: frozenset[str] = frozenset()) -> CodeScan:
+    return scan_code(text, local_modules=local)
+
+
+def local_modules(ev: Evidence, s: SeedEvidence) -> frozenset[str]:
+    """The module names of the .py files shipped beside train_gpt.py (its pack directory, the --submission
+    folder): importing one runs code the artifact does not count (SIZE-3)."""
+    pack = s.stage("pack")
+    names = [f.path for f in pack.files] if pack is not None else []
+    names += s.shipped  # a side file the pack manifest does not list counts too
+    if ev.folder is not None:
+        names += list(ev.folder.files)
+    return frozenset(n[:-3] for n in names if n.endswith(".py") and n != "train_gpt.py" and "/" not in n)
 
 
 def code_groups(ev: Evidence) -> list[tuple[str, CodeScan]]:
     """The distinct shipped files (most runs ship one file for all seeds), each with the seeds it serves."""
-    groups: dict[str, list[str]] = {}
+    groups: dict[tuple[str, frozenset[str]], list[str]] = {}
     for s in ev.seeds:
         if s.code is not None:
-            groups.setdefault(s.code, []).append(s.name)
-    return [(", ".join(names), _scan_text(text)) for text, names in groups.items()]
+            groups.setdefault((s.code, local_modules(ev, s)), []).append(s.name)
+    return [(", ".join(names), _scan_text(text, local)) for (text, local), names in groups.items()]
 
 
 def env_contradictions(env: Mapping[str, Any]) -> list[str]:

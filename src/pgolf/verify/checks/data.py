@@ -219,10 +219,11 @@ def no_network(ev: Evidence) -> Results:
     out: Results = []
     for who, scan in code_groups(ev):
         hits = scan.by_rule("DATA-6")
-        out.extend(result("DATA-6", WARN, f"{who}: {f.text()} (static hit)") for f in hits)
+        # a download call or program is a FAIL from the scan; an import alone a WARN (a static hit)
+        out.extend(result("DATA-6", f.verdict, f"{who}: {f.text()} (static hit)") for f in hits)
         if not hits:
             out.append(result("DATA-6", PASS, f"{who}: no network module or download in train_gpt.py (static; "
-                                              "sockets are not audited)"))
+                                              "sockets at run time: --audit)"))
     return out or [result("DATA-6", INFO, "no shipped code in the lineage")]
 
 
@@ -271,3 +272,32 @@ def calibration_source(ev: Evidence) -> Results:
                 what += scan
             out.append(result("DATA-7", PASS, f"{s.name}: GPTQ calibrated on {what} ({n(tokens)} tokens)"))
     return out or [result("DATA-7", INFO, "no quant artifact")]
+
+
+def validation_fit(ev: Evidence) -> Results:
+    """CONTAM-1: with --probe, the packed model's bpb on val against the held-out split of its data build (documents
+    of the same distribution that no stage read). Val scored better than held-out by more than the margin
+    plus what the choice of documents explains (the one-sided bootstrap bound) -> FAIL."""
+    out: Results = []
+    for s in ev.seeds:
+        if stage_of(s, "pack") is None:
+            continue
+        c = s.contamination
+        if c is None:
+            out.append(result("CONTAM-1", INFO, f"{s.name}: not probed (pass --probe to compare the model's bpb on val "
+                                              "with the data build's held-out split)"))
+            continue
+        if c.status != "ran" or c.gap is None or c.lower is None:
+            out.append(result("CONTAM-1", WARN, f"{s.name}: the contamination probe cannot run: {c.reason}"))
+            continue
+        where = (f"val bpb {c.val_bpb:.4f} ({n(c.val_docs)} documents), held-out bpb {c.heldout_bpb:.4f} "
+                 f"({n(c.heldout_docs)} documents); in excess of a unigram model, val better by {c.gap:+.4f} bpb "
+                 f"(document-bootstrap se {c.gap_se:.4f}; {100 * (1 - c.alpha):g}% lower bound {c.lower:+.4f}, "
+                 f"margin {c.margin:g})")
+        if c.lower > c.margin:
+            out.append(violation("CONTAM-1", f"{s.name}: model fitted to validation: {where}; unseen documents of the "
+                                           "same distribution score worse than val beyond what the choice of "
+                                           "documents explains (val data in training, or pre-quantization TTT)"))
+        else:
+            out.append(result("CONTAM-1", PASS, f"{s.name}: {where}: within noise"))
+    return out or [result("CONTAM-1", INFO, "no packed model to probe")]

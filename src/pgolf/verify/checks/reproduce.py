@@ -1,5 +1,6 @@
 """REPRO-1: the evaluation, re-executed from the packed artifact (`pgolf verify --reproduce`), writes the
-claimed ledger.
+claimed ledger. REPRO-2: the training, re-executed from the recorded recipe and data (`--reproduce-train`),
+gives the claimed loss curve and the claimed weights (see `train_reproduction`).
 
 Every other check reads the files alone, so a ledger whose per-chunk NLLs were all scaled by 0.95, with
 every claim and hash recomputed to match, passes them. The re-execution (`pgolf.stages.verify.reproduce`,
@@ -26,7 +27,7 @@ from typing import Any
 
 from pgolf.eval.ledger import LN2, LedgerEntry
 from pgolf.verify.checks.common import Results, n, stage_of
-from pgolf.verify.evidence import Evidence, ReproductionFacts, SeedEvidence
+from pgolf.verify.evidence import Evidence, ReproductionFacts, SeedEvidence, TrainReproductionFacts
 from pgolf.verify.results import CheckResult, result, violation
 from pgolf.verify.rules import INFO, PASS, WARN
 
@@ -150,4 +151,102 @@ def reproduction(ev: Evidence) -> Results:
     return out or [result(RULE, INFO, "no eval artifact to re-execute")]
 
 
-__all__ = ["REL_TOL_BF16", "REL_TOL_FP32", "chunk_diffs", "reproduction", "tolerance"]
+# ----------------------------------------------------------------------------- REPRO-2
+
+RULE_TRAIN = "REPRO-2"
+# Not bit-identical (another torch build or CPU): a step's loss within this relative tolerance, a weight tensor
+# within TRAIN_TENSOR_TOL of the largest |weight| of that tensor. Training amplifies last-bit differences, so
+# these are loose; a model fine-tuned on val moves its weights by far more (tests: ~1e-1).
+TRAIN_LOSS_REL_TOL = 1e-3
+TRAIN_TENSOR_TOL = 1e-2
+
+
+def curve_diff(claimed: Mapping[int, float], fresh: Mapping[int, float], rel_tol: float
+               ) -> tuple[tuple[int, float | None, float | None] | None, float, int]:
+    """(first differing step (step, claimed, reproduced) or None, max relative difference, steps compared) of two
+    loss curves {step: loss}: every claimed step must be reproduced (a missing step differs)."""
+    worst = 0.0
+    first: tuple[int, float | None, float | None] | None = None
+    for step in sorted(claimed):
+        c, r = claimed[step], fresh.get(step)
+        if r is None:
+            first = first or (step, c, None)
+            continue
+        rel = abs(c - r) / max(abs(r), 1e-12)
+        worst = max(worst, rel)
+        if (rel > rel_tol if rel_tol > 0 else c != r) and first is None:
+            first = (step, c, r)
+    return first, worst, len(claimed)
+
+
+def tensor_diff(claimed: Mapping[str, Any], fresh: Mapping[str, Any], tol: float) -> tuple[tuple[str, float] | None,
+                                                                                           float]:
+    """(first differing tensor by name (name, max |difference|; inf: missing or another shape) or None, the
+    largest max |difference| relative to the tensor's scale) over torch tensors by name."""
+    worst = 0.0
+    first: tuple[str, float] | None = None
+    for name in sorted(set(claimed) | set(fresh)):
+        a, b = claimed.get(name), fresh.get(name)
+        if a is None or b is None or tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+            first = first or (name, math.inf)
+            continue
+        if a.dtype.is_floating_point:
+            diff = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+            scale = float(b.double().abs().max()) if b.numel() else 0.0
+        else:
+            diff, scale = (0.0 if bool((a == b).all()) else math.inf), 1.0
+        rel = diff / max(scale, 1e-12)
+        worst = max(worst, rel)
+        if (rel > tol if tol > 0 else diff != 0.0) and first is None:
+            first = (name, diff)
+    return first, worst
+
+
+def _judge_train(s: SeedEvidence, rep: TrainReproductionFacts) -> CheckResult:
+    res = _judge_train_run(s, rep)
+    return result(res.id, res.verdict, f"{res.detail}; {rep.note}") if rep.note else res
+
+
+def _judge_train_run(s: SeedEvidence, rep: TrainReproductionFacts) -> CheckResult:
+    name = s.name
+    if rep.status == "cannot":
+        return result(RULE_TRAIN, WARN, f"{name}: training not re-executed here ({rep.reason}); run: {rep.command}")
+    if rep.status != "ran":
+        return violation(RULE_TRAIN, f"{name}: the training does not re-execute from its recorded recipe: {rep.reason} "
+                                     f"(command: {rep.command})")
+    how = "bit-identical" if rep.exact else (f"losses within {rep.rel_tol:g} relative, tensors within "
+                                             f"{TRAIN_TENSOR_TOL:g} of their scale")
+    if rep.loss_diff is not None:
+        step, c, r = rep.loss_diff
+        got = f"{r:.6f}" if r is not None else "not logged"
+        return violation(RULE_TRAIN, f"{name}: the loss curve does not reproduce (required: {how}): first at step "
+                                     f"{step}, claimed {c} vs reproduced {got} (command: {rep.command})")
+    if rep.tensor_diff is not None:
+        tensor, diff = rep.tensor_diff
+        return violation(RULE_TRAIN, f"{name}: the loss curve reproduces ({rep.steps} logged steps) but the trained "
+                                     f"weights do not (required: {how}): first tensor {tensor}, max |difference| "
+                                     f"{diff:.3g}: the model was changed after training (e.g. tuned on validation) "
+                                     f"(command: {rep.command})")
+    return result(RULE_TRAIN, PASS, f"{name}: re-trained in {rep.seconds or 0:.1f} s: {rep.steps} logged losses and "
+                                    f"{rep.tensors} weight tensors {how} (max relative differences {rep.max_loss_rel:.1e}, "
+                                    f"{rep.max_tensor_abs:.1e})")
+
+
+def train_reproduction(ev: Evidence) -> Results:
+    """REPRO-2 per seed with a train stage: PASS, FAIL naming the first differing step or tensor, WARN when this
+    machine does not re-train it (CUDA, several ranks, over the time cap: the command to run), INFO without
+    --reproduce-train."""
+    out: Results = []
+    for s in ev.seeds:
+        if stage_of(s, "train") is None:
+            continue
+        if s.train_reproduction is None:
+            out.append(result(RULE_TRAIN, INFO, f"{s.name}: not run (pass --reproduce-train to re-train from the "
+                                                "recorded recipe and compare the loss curve and the weights)"))
+        else:
+            out.append(_judge_train(s, s.train_reproduction))
+    return out or [result(RULE_TRAIN, INFO, "no train artifact to re-execute")]
+
+
+__all__ = ["REL_TOL_BF16", "REL_TOL_FP32", "TRAIN_LOSS_REL_TOL", "TRAIN_TENSOR_TOL", "chunk_diffs", "curve_diff",
+           "reproduction", "tensor_diff", "tolerance", "train_reproduction"]

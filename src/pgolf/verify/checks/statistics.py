@@ -137,35 +137,68 @@ def _seed_list(seeds: Iterable[Any]) -> str:
                                                                    x if isinstance(x, int) else str(x))))
 
 
+def _log_missing(ev: Evidence) -> tuple[set[Any], list[str]]:
+    """Seeds the local launch log records for a verified config that no verified run of that config has, and
+    where they trained (`seed 4 -> /runs/r4/train`)."""
+    log = ev.launch_log
+    if log is None:
+        return set(), []
+    missing: set[Any] = set()
+    where: list[str] = []
+    for config, seeds in log.verified.items():
+        for x in log.entries:
+            if x.get("config_sha256") == config and x.get("seed") not in seeds:
+                missing.add(x.get("seed"))
+                if len(where) < 3:
+                    where.append(f"seed {x.get('seed')} -> {x.get('out')} ({x.get('host')}, {x.get('started_utc')})")
+    return missing, where
+
+
 def launched_seeds(ev: Evidence) -> Results:
-    """STAT-3: every seed the launch ledger (run.json) records as launched with the claimed config is among
-    the runs verified. Without a ledger a hidden seed cannot be seen: a claim gets the rulebook's WARN."""
+    """STAT-3: every seed the launch ledgers record as launched with the claimed config is among the runs
+    verified: run.json `launches` of the verified runs, and pgolf's local launch log (every `pgolf train` and
+    `pgolf run` launch on this machine, whatever directory it trained into). A hidden seed FAILs a claim
+    (several runs, --reference-bpb, --track or --submission) and is an INFO otherwise (a developer who changed
+    the seed and re-ran). Without any ledger a hidden seed cannot be seen: a claim gets the rulebook's WARN."""
     claimed = ev.options.claim or ev.options.strict
     recorded = [s.launch for s in ev.seeds if s.launch is not None]
     unrecorded = [s.name for s in ev.seeds if s.launch is None]
-    if not recorded:
+    log = ev.launch_log
+    logged = log is not None and bool(log.entries)
+    out: Results = []
+    if log is not None and log.error:
+        out.append(result("STAT-3", WARN, f"the launch log cannot be read: {log.error}"))
+    if not recorded and not logged:
         if ev.options.claim:
-            return [result("STAT-3", WARN, f"no launch ledger (the run.json of `pgolf run`) records these runs: every "
-                                           f"run launched with this config must be reported (here: {len(ev.seeds)})")]
-        return [result("STAT-3", INFO, "no record claim, and no launch ledger (the run.json of `pgolf run`) records "
-                                       "this run")]
+            return out + [result("STAT-3", WARN, f"no launch ledger (the run.json of `pgolf run`, pgolf's launch log) "
+                                                 f"records these runs: every run launched with this config must be "
+                                                 f"reported (here: {len(ev.seeds)})")]
+        return out + [result("STAT-3", INFO, "no record claim, and no launch ledger (the run.json of `pgolf run`) "
+                                             "records this run")]
+    judged = len(out)
     launched: set[Any] = set()
     for launch in recorded:
         launched |= launch.seeds_launched(launch.config_sha256)
     reported = {s.seed for s in ev.seeds}
-    missing = launched - reported
-    ledgers = ", ".join(sorted({launch.ledger for launch in recorded}))
-    out: Results = []
+    log_missing, where = _log_missing(ev)
+    if log is not None:
+        launched |= {x.get("seed") for x in log.entries if x.get("config_sha256") in log.verified}
+    missing = (launched - reported) | log_missing
+    sources = sorted({launch.ledger for launch in recorded})
+    if logged and log is not None:
+        sources.append(f"launch log {log.path}")
+    ledgers = ", ".join(sources)
+    seen = f"; {'; '.join(where)}" if where else ""
     if missing and claimed:
         out.append(violation("STAT-3", f"seed(s) {_seed_list(missing)} launched with this config ({ledgers}) are not "
-                                       "among the runs verified: every launched seed must be reported"))
+                                       f"among the runs verified: every launched seed must be reported{seen}"))
     elif missing:
         out.append(result("STAT-3", INFO, f"no record claim; seed(s) {_seed_list(missing)} launched with this config "
-                                          f"({ledgers}) are not among the runs verified"))
-    if unrecorded and ev.options.claim:
+                                          f"({ledgers}) are not among the runs verified{seen}"))
+    if unrecorded and ev.options.claim and not logged:
         out.append(result("STAT-3", WARN, f"no launch ledger records {', '.join(unrecorded)}: every run launched "
                                           "with its config must be reported"))
-    if not out:
+    if len(out) == judged:
         out.append(result("STAT-3", PASS if claimed else INFO,
                           f"every seed the launch ledger ({ledgers}) records as launched with this config "
                           f"({_seed_list(launched)}) is among the runs verified"))

@@ -1,0 +1,54 @@
+"""seeds/backout.toml's export equals PR #366's: its 3% magnitude pruning (every |w| below the 3%
+quantile of each 2-D tensor over 65,536 elements), then its own `mixed_quantize_int6` with the
+8,192-element passthrough, tok_emb and blocks.8.attn.c_k kept fp16, MLP int5, attention and bigram
+int6. Tensor names are the same in both."""
+
+from __future__ import annotations
+
+import pytest
+
+from .record_export import (
+    assert_dequantized_equal,
+    compare,
+    from_mixed,
+    pgolf_export,
+    random_state,
+    record,
+    record_prune,
+    seed_quantize_config,
+)
+
+pytestmark = pytest.mark.shared
+
+D, KV, HIDDEN, VOCAB = 320, 160, 960, 512
+
+
+def shapes() -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {
+        "tok_emb.weight": (VOCAB, D), "bigram.embed.weight": (1024, 128), "bigram.proj.weight": (D, 128),
+        "bigram.scale": (), "smear.gate": (D,), "skip_weights": (1, D), "backout_lambda": (),
+        # the record's keep-list names layer 8 (of its 10): present here beside layer 9's, not kept
+        "blocks.8.attn.c_k.weight": (KV, D), "blocks.9.attn.c_k.weight": (KV, D),
+    }
+    for i in range(2):
+        b = f"blocks.{i}."
+        out |= {b + "attn.c_q.weight": (D, D), b + "attn.c_k.weight": (KV, D), b + "attn.c_v.weight": (KV, D),
+                b + "attn.proj.weight": (D, D), b + "attn.q_gain": (4,), b + "attn_scale": (D,), b + "mlp_scale": (D,),
+                b + "resid_mix": (2, D), b + "mlp.fc.weight": (HIDDEN, D), b + "mlp.proj.weight": (D, HIDDEN)}
+    return out
+
+
+def test_backout_export_matches_the_record(reference_dir):
+    rec = record(reference_dir, "pr366")
+    state = random_state(shapes())
+    pruned = record_prune(state, 0.03)
+    result, meta = rec.mixed_quantize_int6(pruned, {"mlp", "attn", "bigram"})
+    pg, pg_deq = pgolf_export(state, seed_quantize_config("backout"))
+    compare(from_mixed(result, meta), pg)
+    assert_dequantized_equal(rec.dequantize_mixed_int6(result, meta, pruned), pg_deq)
+    assert pg["tok_emb.weight"].kind == "fp16" and pg["blocks.8.attn.c_k.weight"].kind == "fp16"
+    assert pg["blocks.9.attn.c_k.weight"].bits == 6 and pg["blocks.0.attn.c_k.weight"].bits == 6
+    assert pg["bigram.proj.weight"].bits == 6 and pg["blocks.0.mlp.fc.weight"].bits == 5
+    # pruning ran (3% of a large matrix zeroed before rounding) and the codes above still agreed
+    assert (pruned["blocks.0.mlp.fc.weight"] == 0).float().mean().item() == pytest.approx(0.03, abs=1e-4)
+    assert (pg_deq["blocks.0.mlp.fc.weight"] == 0).float().mean().item() >= 0.03
