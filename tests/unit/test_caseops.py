@@ -138,3 +138,19 @@ def test_check_rejects_dropped_text():
     ids, counts = caseops.document_tokens(sp, "abc")
     with pytest.raises(CaseOpsError, match="uncovered"):
         caseops.check_document(sp, "abc", ids, counts)
+
+
+def test_control_charges_of_a_token_stream():
+    """Controls cost 0; the one right after an active ESC is an escaped literal (3 bytes); an ESC that is itself
+    escaped does not escape what follows."""
+    t, a, c, e = 4, 5, 6, 7  # TITLE, ALLCAPS, CAPNEXT, ESC ids as in PR #2135's tokenizer
+    tokens = np.array([1, t, 50, e, t, e, e, a, 60, e, e, e, c])
+    want = [-1, 0, -1, 0, 3, 0, 3, 0, -1, 0, 3, 0, 3]
+    assert caseops.control_charges(tokens, (t, a, c, e)).tolist() == want
+    assert caseops.control_charges(np.zeros(0, np.int64), (t, a, c, e)).tolist() == []
+
+
+def test_decode_lenient_accepts_normalized_text():
+    assert caseops.decode_lenient(f"{TITLE}the {ALLCAPS}tm TM") == "The TM TM"  # NFKC made "TM" of "™"
+    with pytest.raises(CaseOpsError):
+        caseops.decode("TM")

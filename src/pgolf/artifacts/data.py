@@ -56,7 +56,14 @@ def list_shards(directory: str | Path, split: str) -> list[Path]:
     """Sorted `fineweb_{split}_*.bin` files in `directory` (the challenge loader's glob, sorted by name)."""
     directory = Path(directory)
     _check_is_dir(directory)
-    return sorted(directory.glob(f"fineweb_{split}_*.bin"))
+    paths = sorted(directory.glob(f"fineweb_{split}_*.bin"))
+    sidecars = [p.name for p in paths if p.name.startswith(f"fineweb_{split}_bytes_")]
+    if sidecars:  # the CaseOps exports' sidecar (PR #1855 / #2135 layout) has a token shard's header: never tokens
+        raise DataError(f"{directory / sidecars[0]} is a CaseOps export's byte sidecar, which the challenge's "
+                        f"fineweb_{split}_*.bin glob would read as tokens",
+                        "build CaseOps data with `pgolf data build --transform caseops` (its sidecar is "
+                        "bytes_val_*.bin), or move the fineweb_*_bytes_*.bin files out")
+    return paths
 
 
 def read_header(path: Path) -> int:

@@ -20,7 +20,9 @@ app.add_typer(data_app, name="data")
     epilog="Examples:\n\n"
            "  pgolf data build --out runs/demo/data                      # the embedded corpus, its own tokenizer\n\n"
            "  pgolf data build --corpus web.jsonl.zst --tokenizer fineweb_1024_bpe.model --val-docs 300 --out data/web\n\n"
-           "  pgolf data build --corpus a.jsonl --corpus b.txt --train-tokenizer --vocab-size 1024 --val-docs 100 --out data/ab",
+           "  pgolf data build --corpus a.jsonl --corpus b.txt --train-tokenizer --vocab-size 1024 --val-docs 100 --out data/ab\n\n"
+           "  pgolf data build --corpus docs.jsonl --transform caseops "
+           "--tokenizer fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model --val-docs 50000 --out data/caseops",
 )
 def build(
     out: Annotated[Path, typer.Option(help="Output data directory.")],
@@ -37,6 +39,9 @@ def build(
         help="Documents after val set aside as the held-out split for `pgolf verify --probe` (read by no stage; "
              "default: as many as val, at most 1,000; 0: none).")] = None,
     shard_tokens: Annotated[int, typer.Option(help="Tokens per shard file.")] = 100_000_000,
+    transform: Annotated[str, typer.Option(help=(
+        "Text transform before tokenizing: none, or caseops (the lossless CaseOps case transform of PR #2135; needs "
+        "a CaseOps --tokenizer; the byte sidecar charges the original text's bytes)."))] = "none",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out directory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
@@ -46,7 +51,8 @@ def build(
         from pgolf.stages import data as stage
 
         table = {"corpus": [str(c) for c in corpus or []], "tokenizer": str(tokenizer or ""),
-                 "train_tokenizer": train_tokenizer, "vocab_size": vocab_size, "shard_tokens": shard_tokens}
+                 "train_tokenizer": train_tokenizer, "vocab_size": vocab_size, "shard_tokens": shard_tokens,
+                 "transform": transform}
         if val_docs is not None:
             table["val_docs"] = val_docs
         if heldout_docs is not None:

@@ -162,10 +162,14 @@ def decoded_byte_counts(table: PieceTable, ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def normalized_text(sp, text: str) -> str:
+    """The document as the tokenizer normalizes it, '▁' as a space (what `sp.decode(sp.encode(text))` gives)."""
+    return sp.normalize(text).replace(SPACE_MARK, " ").lstrip(" ")
+
+
 def normalized_text_bytes(sp, text: str) -> int:
     """UTF-8 bytes of the document as the tokenizer normalizes it (the true BPB denominator)."""
-    norm = sp.normalize(text).replace(SPACE_MARK, " ").lstrip(" ")
-    return len(norm.encode("utf-8"))
+    return len(normalized_text(sp, text).encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- the metric

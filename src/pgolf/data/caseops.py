@@ -76,6 +76,12 @@ def _decode_mark(m: re.Match[str]) -> str:
     return (allcaps if allcaps is not None else capital).upper()
 
 
+def decode_lenient(encoded: str) -> str:
+    """The inverse rules applied to text that need not be an exact encoding: a tokenizer's normalized output,
+    where NFKC may have made ASCII capitals of other characters ("™" -> "TM") that the strict `decode` rejects."""
+    return _MARK.sub(_decode_mark, encoded)
+
+
 def decode(encoded: str) -> str:
     """The original text of a CaseOps encoding; a malformed encoding is a CaseOpsError at its first bad spot."""
     text = _MARK.sub(_decode_mark, encoded)
@@ -228,3 +234,65 @@ def check_documents(sp, texts: Sequence[str], tokens: np.ndarray, counts: np.nda
     bounds = np.append(starts, tokens.size)
     return sum(check_document(sp, text, tokens[a:b], counts[a:b], doc=i)
                for i, (text, a, b) in enumerate(zip(texts, bounds[:-1], bounds[1:])))
+
+
+# ----------------------------------------------------------------------------- tokenizers and token streams
+
+
+def control_ids(sp, name: str = "the tokenizer") -> tuple[int, ...]:
+    """Ids of the four control characters (TITLE, ALLCAPS, CAPNEXT, ESC) in a tokenizer trained for CaseOps.
+
+    Each must be one reserved piece that the tokenizer emits for the character alone (#2135's tokenizer
+    reserves them as user-defined symbols, ids 4 to 7). A tokenizer without them would spell every case
+    mark as three byte-fallback pieces (or <unk>): it was not trained for CaseOps, and is refused.
+    """
+    ids = []
+    for ch, label in zip(CONTROLS, ("TITLE", "ALLCAPS", "CAPNEXT", "ESC")):
+        i = sp.piece_to_id(ch)
+        if sp.is_unknown(i) or sp.id_to_piece(i) != ch or list(sp.encode(ch)) != [i]:
+            raise CaseOpsError(f"{name} has no piece for the CaseOps control character U+{ord(ch):04X} ({label}): "
+                               "it was not trained for CaseOps",
+                               "pass a CaseOps tokenizer (PR #2135's fineweb_8192_bpe_lossless_caps_caseops_v1_"
+                               "reserved.model) or build without --transform caseops")
+        ids.append(int(i))
+    return tuple(ids)
+
+
+def control_charges(tokens: np.ndarray, ctl_ids: Sequence[int]) -> np.ndarray:
+    """int64[N]: what each control token of a CaseOps token stream is charged, -1 for every other token.
+
+    A control token stands for no original text (0 bytes), except the one right after an active ESC: that
+    is an escaped literal control character, its 3 UTF-8 bytes. (Each control is its own piece, so a
+    token holds at most one.)
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = np.full(tokens.shape[0], -1, dtype=np.int64)
+    is_ctl = np.isin(tokens, np.asarray(ctl_ids, dtype=np.int64))
+    out[is_ctl] = 0
+    esc = int(ctl_ids[3])
+    after_esc = np.flatnonzero(is_ctl[1:] & (tokens[:-1] == esc)) + 1
+    escaped = -2
+    for p in after_esc.tolist():  # rare: literal control characters in the original text
+        if escaped != p - 1:  # the ESC at p - 1 is active (not itself an escaped literal)
+            out[p] = 3
+            escaped = p
+    return out
+
+
+def decoded_original_bytes(table, tokens: np.ndarray, ctl_ids: Sequence[int]) -> np.ndarray:
+    """int64[N]: per token, the UTF-8 bytes of the original text recovered by decoding the tokens and inverting
+    the transform (`table`: `bpb.build_piece_table(sp)`; entry 0, BOS, is 0).
+
+    This is the text as the tokenizer normalized it: whitespace runs the normalizer collapsed, NFKC forms and
+    edge whitespace count as they decode, so it differs from the sidecar's raw bytes wherever normalization
+    changed the text. Both splits of a data directory can be counted alike with it (the held-out split has no
+    sidecar).
+    """
+    from pgolf.data import bpb
+
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = bpb.decoded_byte_counts(table, tokens)
+    charge = control_charges(tokens, ctl_ids)
+    ctl = charge >= 0
+    out[ctl] = charge[ctl]
+    return out

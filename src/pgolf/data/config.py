@@ -9,6 +9,7 @@ from pgolf.config import check
 # The automatic held-out split: as many documents as val, at most this many (enough for the contamination
 # probe's document bootstrap; the probe samples at most this many documents of each split anyway).
 HELDOUT_CAP = 1000
+TRANSFORMS = ("none", "caseops")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class DataConfig:
         not train, not calibration, not the tokenizer); -1 = min(val_docs, HELDOUT_CAP), 0 = none.
     shard_tokens: tokens per shard file (the challenge uses 10^8).
     tokenizer_max_sentences: lines the tokenizer trainer keeps (sampled beyond that).
+    transform: "none", or "caseops": every document is rewritten by the lossless CaseOps case transform
+        (PR #1729 / #1736 / #2135, `pgolf.data.caseops`) before it is tokenized with `tokenizer` (one trained
+        for CaseOps, named by path), and the byte sidecar charges the original text's UTF-8 bytes.
     """
 
     corpus: tuple[str, ...] = ()
@@ -34,6 +38,7 @@ class DataConfig:
     heldout_docs: int = -1
     shard_tokens: int = 100_000_000
     tokenizer_max_sentences: int = 2_000_000
+    transform: str = "none"
 
     def __post_init__(self) -> None:
         check(self.val_docs >= 1, "val_docs", "must be at least 1 (validation needs documents)")
@@ -43,6 +48,10 @@ class DataConfig:
         check(not (self.tokenizer and self.train_tokenizer), "tokenizer",
               "cannot be combined with train_tokenizer (pick one)")
         check(self.tokenizer_max_sentences >= 1000, "tokenizer_max_sentences", "must be at least 1000")
+        check(self.transform in TRANSFORMS, "transform", f"must be one of {', '.join(TRANSFORMS)}")
+        check(self.transform == "none" or bool(self.tokenizer), "transform",
+              "caseops needs a tokenizer trained for CaseOps: pass --tokenizer PATH.model (e.g. PR #2135's "
+              "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model)")
 
     @property
     def heldout_count(self) -> int:

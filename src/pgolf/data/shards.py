@@ -49,6 +49,8 @@ def sidecar_bytes(byte_counts: np.ndarray) -> bytes:
     byte_counts = np.asarray(byte_counts)
     if byte_counts.size and byte_counts.min() < 0:
         raise ValueError("byte counts cannot be negative")
+    if byte_counts.size and byte_counts.max() >= 2**16:
+        raise ValueError(f"a byte count of {int(byte_counts.max())} does not fit the sidecar's uint16 entries")
     itemsize = 1 if (byte_counts.size == 0 or byte_counts.max() < 256) else 2
     dtype = "<u1" if itemsize == 1 else "<u2"
     return encode_header(SIDECAR_MAGIC, SIDECAR_VERSION, byte_counts.size, itemsize) + byte_counts.astype(dtype).tobytes()

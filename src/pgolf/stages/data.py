@@ -19,7 +19,7 @@ from pgolf.artifacts import corpus as corpus_io
 from pgolf.artifacts import data as datadir
 from pgolf.artifacts.run_record import cache_dir
 from pgolf.config import to_dict
-from pgolf.data import bpb
+from pgolf.data import bpb, caseops
 from pgolf.data.config import DataConfig
 from pgolf.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 from pgolf.errors import DataError
@@ -28,8 +28,8 @@ from pgolf.runtime.env import code_info
 from pgolf.stages import runner
 
 ENCODE_BATCH = 256
-JSON_KEYS = ("train_tokens", "val_tokens", "train_docs", "val_docs", "heldout_docs", "heldout_tokens", "val_bytes",
-             "val_bytes_lut", "val_bytes_raw", "vocab_size", "files")
+JSON_KEYS = ("transform", "train_tokens", "val_tokens", "train_docs", "val_docs", "heldout_docs", "heldout_tokens",
+             "val_bytes", "val_bytes_lut", "val_bytes_raw", "vocab_size", "files")
 FINGERPRINT_HEX = 16  # per-document fingerprints: the first 64 bits of the sha256 of its uint16 token ids
 
 
@@ -143,13 +143,20 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
     vocab_size = sp.vocab_size()
     if vocab_size > 65536:
         raise DataError(f"the tokenizer's vocabulary ({vocab_size}) does not fit uint16 shards")
-    tables = bpb.build_byte_tables(sp)
-    pieces = bpb.build_piece_table(sp)
+    transformed = cfg.transform == "caseops"
+    if transformed:
+        ctl_ids = caseops.control_ids(sp, f"tokenizer {cfg.tokenizer}")  # refuses one not trained for CaseOps
+        check: dict[str, Any] = dict(transform=cfg.transform, docs_checked=0, docs_surfaces_vs_raw=0,
+                                     docs_decode_vs_normalized=0, control_tokens=0, control_tokens_vs_sidecar=0,
+                                     uncovered_edge_bytes=0, unknown_tokens=0)
+    else:
+        tables = bpb.build_byte_tables(sp)
+        pieces = bpb.build_piece_table(sp)
+        check = dict(tokens_lut_vs_sidecar=0, docs_sidecar_vs_decode=0, docs_sidecar_vs_normalized=0, unknown_tokens=0)
 
     stats: dict[str, Any] = dict(train_tokens=0, val_tokens=0, heldout_tokens=0, train_docs=0, val_docs=0,
                                  heldout_docs=0, val_bytes=0, val_bytes_lut=0, val_bytes_raw=0, val_bytes_normalized=0)
     heldout_prints: list[str] = []
-    check = dict(tokens_lut_vs_sidecar=0, docs_sidecar_vs_decode=0, docs_sidecar_vs_normalized=0, unknown_tokens=0)
     val_hash = hashlib.sha256()
     train_hash = hashlib.sha256()
     heldout_hash = hashlib.sha256()
@@ -162,7 +169,8 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
         doc_index = 0
         last = "val"
         for texts in _batches(_documents(cfg), ENCODE_BATCH):
-            encoded = sp.encode(texts, out_type=int, num_threads=max(1, os.cpu_count() or 1))
+            inputs = [caseops.encode(t) for t in texts] if transformed else texts
+            encoded = sp.encode(inputs, out_type=int, num_threads=max(1, os.cpu_count() or 1))
             for text, ids in zip(texts, encoded):
                 split = ("val" if doc_index < cfg.val_docs else
                          "heldout" if doc_index < cfg.val_docs + cfg.heldout_count else "train")
@@ -172,7 +180,11 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
                 tokens = np.empty(len(ids) + 1, dtype=np.int64)
                 tokens[0] = BOS_ID
                 tokens[1:] = ids
-                if split == "val":
+                if split == "val" and transformed:
+                    side = _caseops_val_document(sp, text, tokens, ctl_ids, doc_index, check, stats)
+                    writers["val"].add(tokens, side)
+                    val_hash.update(text.encode("utf-8") + b"\0")
+                elif split == "val":
                     lut = bpb.lut_stream_bytes(tables, tokens)
                     side = bpb.decoded_byte_counts(pieces, tokens)
                     decoded = len(sp.decode(ids).encode("utf-8"))
@@ -206,13 +218,20 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
                             "lower --val-docs or --heldout-docs (0: no held-out split), or add documents")
         artifacts.atomic_write_bytes(work / datadir.TOKENIZER_FILE, model_bytes)
 
-        consistent = (check["tokens_lut_vs_sidecar"] == 0 and check["docs_sidecar_vs_decode"] == 0
-                      and check["docs_sidecar_vs_normalized"] == 0 and bpb.has_standalone_space(sp))
-        check.update(standalone_space_piece=bpb.has_standalone_space(sp), consistent=consistent)
+        if transformed:  # every document was cross-checked (or the build refused): the lookup tables do not apply
+            consistent = True
+            stats["val_bytes_lut"] = None
+            check.update(consistent=True)
+        else:
+            consistent = (check["tokens_lut_vs_sidecar"] == 0 and check["docs_sidecar_vs_decode"] == 0
+                          and check["docs_sidecar_vs_normalized"] == 0 and bpb.has_standalone_space(sp))
+            check.update(standalone_space_piece=bpb.has_standalone_space(sp), consistent=consistent)
         files = writers["val"].files + writers["heldout"].files + writers["train"].files + [datadir.TOKENIZER_FILE]
         entries = [artifacts.file_entry(work, f, _file_format(f)) for f in files]
         tok_sha = artifacts.sha256_bytes(model_bytes)
-        stats.update(vocab_size=vocab_size, files=len(files), bpb_check=check,
+        stats.update(transform=cfg.transform,
+                     transform_version=caseops.TRANSFORM_NAME if transformed else None,
+                     vocab_size=vocab_size, files=len(files), bpb_check=check,
                      val_doc_range=[0, stats["val_docs"]],
                      heldout_doc_range=[stats["val_docs"], stats["val_docs"] + stats["heldout_docs"]],
                      train_doc_range=[stats["val_docs"] + stats["heldout_docs"],
@@ -233,6 +252,58 @@ def _build(cfg: DataConfig, output: runner.Output) -> Manifest:
     if not consistent:
         console.warn(_inconsistency(check))
     return manifest
+
+
+def _caseops_val_document(sp, text: str, tokens: np.ndarray, ctl_ids: tuple[int, ...], doc: int,
+                          check: dict[str, Any], stats: dict[str, Any]) -> np.ndarray:
+    """The byte sidecar of one CaseOps val document, cross-checked three ways before it is written.
+
+    - surfaces: BOS + the tokens' surfaces (spans of the encoded text), inverted, give back the raw document
+      exactly, and each token is charged its surface's original bytes (`caseops.check_document`; the record's
+      rule, PR #2135 prepare_caseops_data.py); the counts sum to the document's UTF-8 bytes less the edge
+      whitespace the normalizer deletes;
+    - decoding: sp.decode of the tokens, inverted, is the (inverted) normalized text of the encoded document;
+    - control tokens are charged what the transform says (0, or 3 for an escaped literal).
+    Any failure refuses the build with one line naming the document and token (nothing is written).
+    """
+    ids, side = caseops.document_tokens(sp, text)
+    if not np.array_equal(ids, tokens):
+        raise caseops.CaseOpsError(f"document {doc}: the tokenizer gave different ids for the same text twice",
+                                   "report this as a bug")
+    try:
+        charged = caseops.check_document(sp, text, tokens, side, doc=doc)
+    except caseops.CaseOpsError as e:
+        raise caseops.CaseOpsError(f"CaseOps byte sidecar check failed: {e.message}", e.hint) from None
+    if side.size and int(side.max()) >= 2**16:
+        k = int(np.argmax(side))
+        raise caseops.CaseOpsError(f"document {doc}, token {k}: charged {int(side[k]):,} bytes, more than a uint16 "
+                                   "sidecar entry holds", "split the document (a whitespace run this long is not text)")
+    encoded = caseops.encode(text)
+    decoded = caseops.decode_lenient(sp.decode(tokens[1:].tolist()))
+    normalized = caseops.decode_lenient(bpb.normalized_text(sp, encoded))
+    if decoded != normalized:
+        at = next((i for i, (a, b) in enumerate(zip(decoded, normalized)) if a != b), min(len(decoded), len(normalized)))
+        raise caseops.CaseOpsError(f"CaseOps byte sidecar check failed: document {doc}: its tokens decode to other "
+                                   f"text than the normalized document at character {at}: "
+                                   f"{decoded[max(0, at - 8):at + 8]!r} vs {normalized[max(0, at - 8):at + 8]!r}",
+                                   "the tokenizer loses text (<unk> or invalid byte runs): use a lossless tokenizer")
+    charge = caseops.control_charges(tokens, ctl_ids)
+    ctl = charge >= 0
+    bad = np.flatnonzero(side[ctl] != charge[ctl])
+    if bad.size:
+        k = int(np.flatnonzero(ctl)[bad[0]])
+        raise caseops.CaseOpsError(f"CaseOps byte sidecar check failed: document {doc}, token {k}: a control token "
+                                   f"charged {int(side[k])} bytes, the transform says {int(charge[k])}",
+                                   "report this as a bug")
+    raw = len(text.encode("utf-8"))
+    check["docs_checked"] += 1
+    check["control_tokens"] += int(ctl.sum())
+    check["uncovered_edge_bytes"] += raw - charged
+    check["unknown_tokens"] += int((tokens == sp.unk_id()).sum())
+    stats["val_bytes"] += charged
+    stats["val_bytes_raw"] += raw
+    stats["val_bytes_normalized"] += len(normalized.encode("utf-8"))
+    return side
 
 
 def document_fingerprint(tokens: np.ndarray) -> str:
@@ -299,15 +370,17 @@ def inspect(path: str | Path, tokenizer: str | Path | None = None) -> dict[str, 
     report["val_docs"] = int((val == BOS_ID).sum())
     report["train_docs"] = int(sum(int((np.asarray(datadir.open_shard(p)) == BOS_ID).sum()) for p in train_paths))
     report["val_bytes_lut"] = None
-    if sp is not None and val.size:
+    transform = data.manifest.metrics.get("transform", "none") if data.manifest is not None else "none"
+    report["transform"] = transform
+    if sp is not None and val.size and transform == "none":  # CaseOps: the tables do not apply
         report["val_bytes_lut"] = int(bpb.lut_stream_bytes(bpb.build_byte_tables(sp), val).sum())
     side = datadir.load_val_bytes(data.path) if val_paths else None
     report["val_bytes"] = int(side[1:].sum()) if side is not None and side.size else None
     if side is None:
         report["missing"].append("byte sidecar (bytes_val_*.bin): val_bytes by the decoded-piece rule unknown")
     report["val_bytes_raw"] = None
-    report["bytes_per_token"] = (round(report["val_bytes_lut"] / max(1, val.size - 1), 4)
-                                 if report["val_bytes_lut"] else None)
+    per_token = report["val_bytes_lut"] if transform == "none" else report["val_bytes"]
+    report["bytes_per_token"] = round(per_token / max(1, val.size - 1), 4) if per_token else None
     if data.manifest is not None:
         m = data.manifest.metrics
         artifacts.check_files(data.path, data.manifest)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 
 from pgolf import artifacts
 from pgolf.artifacts import MANIFEST, Manifest
+from pgolf.artifacts import corpus as corpus_io
 from pgolf.artifacts import data as datadir
 from pgolf.artifacts import submission_folder as writer
 from pgolf.artifacts.evaluation import LEDGER_NAMES, read_ledger
@@ -45,7 +47,8 @@ from pgolf.artifacts.run_record import (
     read_launch_log,
 )
 from pgolf.data.bpb import build_byte_tables as bpb_tables
-from pgolf.data.bpb import lut_stream_bytes
+from pgolf.data.bpb import build_piece_table, lut_stream_bytes
+from pgolf.data.caseops import control_ids, decoded_original_bytes
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import ArtifactError, PgolfError
 from pgolf.eval.ledger import parse_ledger
@@ -325,6 +328,42 @@ def _calibration_sources(quant: StageFacts) -> list[Source]:
     return out
 
 
+def _raw_val_documents(data: StageFacts) -> tuple[Iterator[str] | None, str]:
+    """The raw val documents a CaseOps data directory was built from, read again from the corpus its manifest
+    names (each file's sha256 checked first; the embedded corpus by its identity), or why they cannot be."""
+    n_docs = int(data.metrics.get("val_docs") or 0)
+    paths = [str(p) for p in (data.config.get("corpus") or [])]
+    named = [i for i in data.inputs if i.kind == "corpus"]
+    if not paths:
+        ident = corpus_io.embedded_identity()
+        if not named or named[0].expected != ident["sha256"]:
+            return None, "the embedded corpus of this Python is not the one the data was built from"
+        return itertools.islice(corpus_io.embedded_documents(), n_docs), ""
+    for i in named:
+        if i.actual is None:
+            return None, f"the corpus {i.path} is not readable here"
+        if not i.ok:
+            return None, f"the corpus {i.path} is not the file the data was built from (its sha256 differs)"
+    if len(named) != len(paths):
+        return None, "the data manifest does not name every corpus file by sha256"
+    return itertools.islice(corpus_io.iter_documents(paths), n_docs), ""
+
+
+def _caseops_raw(data: StageFacts, facts: DataFacts, tokens: np.ndarray, sidecar: np.ndarray | None, sp) -> None:
+    if sidecar is None or sp is None or facts.transform_error is not None:
+        facts.raw_note = "no byte sidecar or no CaseOps tokenizer with the data"
+        return
+    try:
+        docs, why = _raw_val_documents(data)
+        if docs is None:
+            facts.raw_note = why
+            return
+        console.info(f"verify: re-deriving the CaseOps byte sidecar from {facts.val_docs:,} raw val documents")
+        facts.raw_bytes, facts.raw_docs, facts.raw_error = factmod.caseops_recount(sp, docs, tokens, sidecar)
+    except PgolfError as e:
+        facts.raw_note = f"the corpus cannot be read ({e.message})"
+
+
 def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train: list[Source] | None, seed: SeedEvidence
                 ) -> tuple[DataFacts | None, np.ndarray | None]:
     try:
@@ -335,7 +374,12 @@ def _data_facts(data_dir: Path, bos: int, tok_path: Path | None, train: list[Sou
     except PgolfError as e:
         seed.problems.append(f"the validation data in {data_dir} cannot be read ({e})")
         return None, None
-    facts = factmod.data_facts(tokens, sidecar, sp, bos_id=bos)
+    data = seed.stages.get("data")
+    transform = str(data.metrics.get("transform") or "none") if data is not None and data.manifest is not None \
+        else "none"
+    facts = factmod.data_facts(tokens, sidecar, sp, bos_id=bos, transform=transform)
+    if transform == "caseops" and data is not None:
+        _caseops_raw(data, facts, tokens, sidecar, sp)
     facts.tokenizer_sha256 = artifacts.sha256_file(tok_path) if sp is not None and tok_path is not None else None
     if train is not None:
         facts.train_sources = [name for name, _, _ in train]
@@ -417,8 +461,19 @@ def _contamination(pack_dir: Path, data_dir: Path, data: StageFacts | None, toke
         model = (loaded[0] if isinstance(loaded, tuple) else loaded).to("cpu").float().eval()
     except PgolfError as e:
         return ContaminationFacts("cannot", f"the held-out split or the packed model cannot be read ({e})")
-    val = (np.asarray(tokens), lut_stream_bytes(tables, tokens))
-    held = (heldout, lut_stream_bytes(tables, heldout))
+    if data.metrics.get("transform") == "caseops":
+        # The lookup tables would charge each case-op token 3 bytes: count both splits by decoding + inverting the
+        # transform instead (the held-out split has no sidecar; val is counted the same way to compare alike).
+        try:
+            ctl = control_ids(sp, str(tok))
+        except PgolfError as e:
+            return ContaminationFacts("cannot", f"CaseOps data with a tokenizer without its control pieces ({e})")
+        pieces = build_piece_table(sp)
+        val = (np.asarray(tokens), decoded_original_bytes(pieces, tokens, ctl))
+        held = (heldout, decoded_original_bytes(pieces, heldout, ctl))
+    else:
+        val = (np.asarray(tokens), lut_stream_bytes(tables, tokens))
+        held = (heldout, lut_stream_bytes(tables, heldout))
     console.info(f"verify: contamination probe of {seed.name}: val against the held-out split")
     facts = contamination(model, val, held, bos_id=bos, seq_len=_seq_len(seed), vocab=int(sp.vocab_size()),
                           cfg=ContaminationConfig())

@@ -22,6 +22,12 @@ CHALLENGE_LIMIT_BYTES = 16_000_000
 CHALLENGE_TRAIN_S = 600.0
 CHALLENGE_EVAL_S = 600.0
 CANONICAL_VAL_DOCS = 50_000  # the challenge's validation set: the first 50,000 FineWeb documents
+# The canonical CaseOps SP8192 export (romeerp/parameter-golf-caseops-v1, the data of PR #1855 / #2130 / #2135):
+# its records score val_tokens == target_tokens == 47,851,520 targets of the 50,000 documents, the val stream
+# cut to a multiple of their eval length 2,560 (train_gpt.py's load_validation_tokens). pgolf scores every
+# target, so a rebuild must have (N - 1) // 2,560 * 2,560 == 47,851,520 for its N val tokens.
+CANONICAL_CASEOPS_VAL_TARGETS = 47_851_520
+CANONICAL_CASEOPS_EVAL_LEN = 2_560
 
 
 # ----------------------------------------------------------------------------- tracks and limits
@@ -204,6 +210,17 @@ class DataFacts:
     calib_overlap_by_source: dict[str, int] = dataclasses.field(default_factory=dict)
     calib_unreadable: list[str] = dataclasses.field(default_factory=list)
     calib_note: str = ""
+    # CaseOps data (the data manifest's `transform`): the lookup tables do not apply (lut_* stay None).
+    transform: str = "none"
+    transform_error: str | None = None  # the tokenizer has no CaseOps control pieces
+    decoded_bytes: int | None = None  # targets' bytes by decoding + inverting the transform (normalized text)
+    control_tokens: int | None = None  # case-op / control tokens among the targets
+    control_mismatch: int | None = None  # of those, charged otherwise than the transform says (0; 3 if escaped)
+    control_examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    raw_bytes: int | None = None  # the sidecar re-derived from the raw val documents: its total (None: not done)
+    raw_docs: int = 0  # documents re-derived
+    raw_error: str | None = None  # the first token or document where the re-derivation disagrees
+    raw_note: str = ""  # why the raw documents could not be read
 
 
 @dataclasses.dataclass

@@ -1,7 +1,9 @@
 """Recomputations `verify` runs on arrays the stage reads from disk (pure: arrays in, facts out).
 
 - `data_facts`: the BPB denominator both ways (lookup tables rebuilt from the tokenizer vs the byte
-  sidecar), per-document decode checks, <unk> counts, document starts (rules MET-1..3, DATA-1).
+  sidecar), per-document decode checks, <unk> counts, document starts (rules MET-1..3, DATA-1); for CaseOps
+  data the tables do not apply: control tokens against the transform's charges and the decoded recount.
+- `caseops_recount`: the CaseOps sidecar re-derived from the raw val documents (MET-1..3).
 - `document_overlap` / `document_overlap_by_source`: val documents found verbatim in training or
   calibration shards (DATA-2, DATA-7).
 - `paid_prefix`: sampled val n-grams searched in the decoded model tensors (DATA-4 heuristic).
@@ -14,7 +16,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from pgolf.data import bpb
+from pgolf.data import bpb, caseops
+from pgolf.errors import PgolfError
 from pgolf.verify.evidence import DataFacts, PaidPrefixFacts
 
 MAX_EXAMPLES = 5
@@ -29,12 +32,14 @@ def document_bounds(tokens: np.ndarray, bos_id: int) -> np.ndarray:
     return np.stack([starts, ends], axis=1)
 
 
-def data_facts(tokens: np.ndarray, sidecar: np.ndarray | None, sp=None, *, bos_id: int = 1) -> DataFacts:
+def data_facts(tokens: np.ndarray, sidecar: np.ndarray | None, sp=None, *, bos_id: int = 1,
+               transform: str = "none") -> DataFacts:
     """Re-count the validation data.
 
     tokens [N]: the val stream in shard order; sidecar [N] or None: bytes each token adds to the
-    normalized text (entry 0 is never a target); sp: the SentencePiece processor of the data's
-    tokenizer.model, or None. The denominator B is the sum over targets, i.e. over tokens[1:].
+    normalized text (entry 0 is never a target; CaseOps data: the original text's bytes); sp: the
+    SentencePiece processor of the data's tokenizer.model, or None. The denominator B is the sum over
+    targets, i.e. over tokens[1:]. `transform`: the data manifest's ("caseops": see `_caseops_facts`).
     """
     tokens = np.asarray(tokens)
     n = int(tokens.shape[0])
@@ -50,6 +55,8 @@ def data_facts(tokens: np.ndarray, sidecar: np.ndarray | None, sp=None, *, bos_i
     facts.vocab_size = int(sp.vocab_size())
     facts.standalone_space = bpb.has_standalone_space(sp)
     facts.unknown_tokens = int((tokens == sp.unk_id()).sum()) if sp.unk_id() >= 0 else 0
+    if transform == "caseops":
+        return _caseops_facts(facts, tokens, side, sp)
     tables = bpb.build_byte_tables(sp, int(tokens.max()) + 1 if n else 0)
     lut = bpb.lut_stream_bytes(tables, tokens).astype(np.int64)
     facts.lut_bytes = int(lut[1:].sum()) if n > 1 else 0
@@ -71,6 +78,58 @@ def data_facts(tokens: np.ndarray, sidecar: np.ndarray | None, sp=None, *, bos_i
         facts.docs_checked = len(docs)
         facts.docs_decode_mismatch = int((side_sums != decoded).sum())
     return facts
+
+
+def _caseops_facts(facts: DataFacts, tokens: np.ndarray, side: np.ndarray | None, sp) -> DataFacts:
+    """CaseOps data: the lookup-table rule would charge a case-op token its 3 bytes of U+E00x, so it is not
+    used. Instead: every control token's sidecar entry against what the transform charges (0; 3 for an escaped
+    literal), and the targets' bytes by decoding the tokens and inverting the transform (`decoded_bytes`: the
+    normalized text, which differs from the sidecar's raw bytes where the normalizer collapsed whitespace)."""
+    facts.transform = "caseops"
+    try:
+        ctl = caseops.control_ids(sp, "the data's tokenizer.model")
+    except caseops.CaseOpsError as e:
+        facts.transform_error = e.message
+        return facts
+    n = int(tokens.shape[0])
+    decoded = caseops.decoded_original_bytes(bpb.build_piece_table(sp), tokens, ctl) if n else np.zeros(0, np.int64)
+    facts.decoded_bytes = int(decoded[1:].sum()) if n > 1 else 0
+    charge = caseops.control_charges(tokens, ctl)
+    charge[:1] = -1  # entry 0 is never a target
+    is_ctl = charge >= 0
+    facts.control_tokens = int(is_ctl.sum())
+    if side is not None and side.shape == charge.shape:
+        bad = np.flatnonzero(is_ctl & (side != charge))
+        facts.control_mismatch = int(bad.size)
+        for p in bad[:MAX_EXAMPLES].tolist():
+            facts.control_examples.append({"position": p, "token": int(tokens[p]), "piece": sp.id_to_piece(int(tokens[p])),
+                                           "charge": int(charge[p]), "sidecar": int(side[p])})
+    return facts
+
+
+def caseops_recount(sp, documents: Iterable[str], tokens: np.ndarray, sidecar: np.ndarray, bos_id: int = 1
+                    ) -> tuple[int | None, int, str | None]:
+    """Re-derive a CaseOps val split from its raw documents: (bytes charged, documents checked, first problem).
+
+    Each document is transformed, tokenized and its surfaces inverted back to the raw text; its tokens and
+    every sidecar entry must be what that gives (`caseops.check_document`). Bytes are over the targets
+    (tokens[1:]); None when a problem was found.
+    """
+    tokens = np.asarray(tokens)
+    side = np.asarray(sidecar, dtype=np.int64)
+    bounds = document_bounds(tokens, bos_id).tolist()
+    total, count = 0, 0
+    it = iter(documents)
+    for i, (a, b) in enumerate(bounds):
+        text = next(it, None)
+        if text is None:
+            return None, count, f"the val shards hold {len(bounds)} documents, the corpus only {count}"
+        try:
+            total += caseops.check_document(sp, text, tokens[a:b], side[a:b], doc=i)
+        except PgolfError as e:
+            return None, count, e.message
+        count += 1
+    return total, count, None  # every BOS is charged 0: the documents' totals are the targets'
 
 
 def document_hashes(tokens: np.ndarray, bos_id: int) -> set[bytes]:

@@ -6,7 +6,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from pgolf.verify.checks.common import Results, code_groups, gptq_calibration, n, stage_of
-from pgolf.verify.evidence import CANONICAL_VAL_DOCS, Evidence, StageFacts, first
+from pgolf.verify.evidence import (
+    CANONICAL_CASEOPS_EVAL_LEN,
+    CANONICAL_CASEOPS_VAL_TARGETS,
+    CANONICAL_VAL_DOCS,
+    Evidence,
+    StageFacts,
+    first,
+)
 from pgolf.verify.results import result, violation
 from pgolf.verify.rules import INFO, PASS, WARN
 
@@ -56,13 +63,29 @@ def validation_set(ev: Evidence) -> Results:
         docs = m.get("val_docs")
         out.append(result("DATA-1", PASS, f"{s.name}: {n(facts.val_tokens)} val tokens, documents [0, {n(docs)}), "
                                           "shards and sidecar as the data manifest records them"))
+        # A record claim on another validation set is not a record (a development run only WARNs).
+        record = ev.options.strict and ev.options.track.record
         if ev.options.track.canonical_val and docs != CANONICAL_VAL_DOCS:
             what = (f"{s.name}: val is the first {n(docs)} documents of {_corpus(d)}; the challenge's is the first "
                     f"{n(CANONICAL_VAL_DOCS)} FineWeb documents: scores are not comparable")
-            # A record claim on another validation set is not a record (a development run only WARNs).
-            record = ev.options.strict and ev.options.track.record
             out.append(violation("DATA-1", what) if record else result("DATA-1", WARN, what))
+        elif ev.options.track.canonical_val and m.get("transform") == "caseops":
+            out.append(_caseops_val_count(s.name, facts.val_tokens, record))
     return out
+
+
+def _caseops_val_count(name: str, val_tokens: int, record: bool):
+    """The canonical CaseOps val set (PR #2135's logs: val_tokens == target_tokens == 47,851,520 for 50,000
+    documents, the stream cut to a multiple of 2,560): a rebuild of it must give that many targets once cut."""
+    cut = (val_tokens - 1) // CANONICAL_CASEOPS_EVAL_LEN * CANONICAL_CASEOPS_EVAL_LEN
+    if cut == CANONICAL_CASEOPS_VAL_TARGETS:
+        return result("DATA-1", PASS, f"{name}: CaseOps val: {n(val_tokens - 1)} targets, "
+                                      f"{n(CANONICAL_CASEOPS_VAL_TARGETS)} in multiples of "
+                                      f"{n(CANONICAL_CASEOPS_EVAL_LEN)}, as the canonical CaseOps records score")
+    what = (f"{name}: CaseOps val has {n(val_tokens - 1)} targets ({n(cut)} in multiples of "
+            f"{n(CANONICAL_CASEOPS_EVAL_LEN)}); the canonical CaseOps val set scores "
+            f"{n(CANONICAL_CASEOPS_VAL_TARGETS)} (PR #2135): another document set, tokenizer or transform")
+    return violation("DATA-1", what) if record else result("DATA-1", WARN, what)
 
 
 def _corpus(d: StageFacts) -> str:

@@ -54,6 +54,9 @@ def bpb_denominator(ev: Evidence) -> Results:
         if facts is not None and facts.lut_bytes is not None and facts.lut_bytes != expected:
             bad.append(f"the lookup tables rebuilt from tokenizer.model give {n(facts.lut_bytes)} bytes, the data "
                        f"manifest {n(expected)}")
+        if facts is not None and facts.raw_bytes is not None and facts.raw_bytes != expected:
+            bad.append(f"the CaseOps sidecar re-derived from the raw val documents sums to {n(facts.raw_bytes)} bytes, "
+                       f"the data manifest says {n(expected)}")
         claims = dict(claimed_values(s))
         bpb, loss = claims.get("eval manifest val_bpb"), claims.get("eval manifest val_loss")
         if bpb is not None and not math.isclose(bpb, totals.val_bpb, rel_tol=0, abs_tol=CLAIM_TOLERANCE):
@@ -68,6 +71,8 @@ def bpb_denominator(ev: Evidence) -> Results:
             ways = "the ledger, " + ("the data manifest" if d is not None else "the lookup tables")
             ways += ", the sidecar" if facts and facts.sidecar_bytes is not None else ""
             ways += " and the rebuilt lookup tables" if facts and facts.lut_bytes is not None and d is not None else ""
+            ways += " and the raw documents re-encoded and re-tokenized" if facts and facts.raw_bytes is not None \
+                else ""
             out.append(result("MET-1", PASS, f"{s.name}: B = {n(totals.bytes)} bytes in {ways}; val_bpb "
                                              f"{totals.val_bpb:.8f} = Σnll / (ln2 · B)"))
     return out
@@ -78,6 +83,9 @@ def byte_table(ev: Evidence) -> Results:
     for s in ev.seeds:
         f = s.data
         if f is None:
+            continue
+        if f.transform == "caseops":
+            out.extend(_caseops_byte_rule(s.name, f))
             continue
         if f.lut_bytes is None:
             out.append(result("MET-2", WARN, f"{s.name}: no tokenizer.model with the data: the lookup tables cannot "
@@ -106,6 +114,36 @@ def byte_table(ev: Evidence) -> Results:
     return out or [result("MET-2", INFO, "no data to check")]
 
 
+def _caseops_byte_rule(name: str, f) -> Results:
+    """MET-2 on CaseOps data: the lookup-table rule does not apply (it would charge each case-op token the 3 bytes
+    of its private-use character). The sidecar is re-derived token by token from the raw documents instead (the
+    transform, the tokenizer's surfaces, the inverse transform), and its control tokens checked from the tokens
+    alone."""
+    if f.transform_error is not None:
+        return [violation("MET-2", f"{name}: CaseOps data, but {f.transform_error}")]
+    if f.control_mismatch is None:
+        return [result("MET-2", WARN, f"{name}: CaseOps data without a byte sidecar or tokenizer: the bytes cannot be "
+                                      "re-derived")]
+    bad = []
+    if f.control_mismatch:
+        ex = "; ".join(f"position {e['position']} {e['piece']!r}: the transform charges {e['charge']}, the sidecar "
+                       f"{e['sidecar']}" for e in f.control_examples[:3])
+        bad.append(f"{n(f.control_mismatch)} case-op tokens charged otherwise than the transform says ({ex})")
+    if f.raw_error is not None:
+        bad.append(f"the sidecar re-derived from the raw val documents disagrees: {f.raw_error}")
+    if bad:
+        return [violation("MET-2", f"{name}: {b}") for b in bad]
+    decoded = (f"decoding the tokens and inverting the transform gives {n(f.decoded_bytes)} bytes of normalized text "
+               f"(the sidecar charges the raw text's {n(f.sidecar_bytes)})") if f.decoded_bytes is not None else ""
+    if f.raw_bytes is None:
+        return [result("MET-2", WARN, f"{name}: CaseOps data: the sidecar's raw bytes cannot be re-derived here "
+                                      f"({f.raw_note}); {n(f.control_tokens)} case-op tokens charged as the transform "
+                                      f"says; {decoded}")]
+    return [result("MET-2", PASS, f"{name}: CaseOps data (the lookup tables do not apply): the sidecar re-derived "
+                                  f"from {n(f.raw_docs)} raw val documents on all {n(f.val_tokens - 1)} targets; "
+                                  f"{n(f.control_tokens)} case-op tokens charged as the transform says; {decoded}")]
+
+
 def lossless_tokenizer(ev: Evidence) -> Results:
     out: Results = []
     for s in ev.seeds:
@@ -116,6 +154,9 @@ def lossless_tokenizer(ev: Evidence) -> Results:
         if f.unknown_tokens:
             bad.append(f"{n(f.unknown_tokens)} <unk> tokens in val: the tokenizer loses text")
         check = (d.metrics.get("bpb_check") if d is not None else None) or {}
+        if f.transform == "caseops":
+            out.extend(_caseops_lossless(s.name, f, check, bad))
+            continue
         lossy = check.get("docs_sidecar_vs_normalized")
         if lossy:
             bad.append(f"{n(lossy)} val documents decode to other text than their normalization (data build check)")
@@ -126,6 +167,26 @@ def lossless_tokenizer(ev: Evidence) -> Results:
             out.append(result("MET-3", PASS, f"{s.name}: no <unk> in val; every val document decodes to its normalized "
                                              f"text{note}"))
     return out or [result("MET-3", INFO, "no data to check")]
+
+
+def _caseops_lossless(name: str, f, check: dict, bad: list[str]) -> Results:
+    """MET-3 on CaseOps data: the transform and the tokens are lossless when every val document's token surfaces,
+    inverted, give back the raw document (the build checked it; verify again when the raw documents are here)."""
+    built = check.get("docs_surfaces_vs_raw"), check.get("docs_decode_vs_normalized")
+    if any(built):
+        bad.append(f"the data build found {n(built[0] or 0)} val documents whose tokens do not invert to the raw "
+                   f"text and {n(built[1] or 0)} that decode to other text than their normalization")
+    if bad:
+        return [violation("MET-3", f"{name}: {b}") for b in bad]
+    if f.raw_bytes is not None:
+        how = f"every one of {n(f.raw_docs)} val documents inverts from its tokens to the raw text (re-derived here)"
+    elif built[0] is not None:
+        why = f.raw_note or "the re-derivation stopped at the disagreement MET-2 reports"
+        how = f"the data build inverted all {n(check.get('docs_checked', 0))} val documents to the raw text " \
+              f"(not re-derived here: {why})"
+    else:
+        how = "the data manifest records no round-trip check"
+    return [result("MET-3", PASS, f"{name}: no <unk> in val; CaseOps transform: {how}")]
 
 
 def coverage(ev: Evidence) -> Results:
