@@ -18,7 +18,7 @@ Environment variables (the challenge's names where it has one):
 
 | variable | default | meaning |
 |---|---|---|
-| DATA_PATH | ./data/datasets/fineweb10B_sp1024 | `fineweb_val_*.bin` (and `bytes_val_*.bin` sidecars); `fineweb_train_*.bin` to train |
+| DATA_PATH | ./data/datasets/fineweb10B_sp1024 | `fineweb_val_*.bin` (and `bytes_val_*.bin` sidecars, or a CaseOps export's `fineweb_val_bytes_*.bin`); `fineweb_train_*.bin` to train |
 | TOKENIZER_PATH | ./data/tokenizers/fineweb_1024_bpe.model | SentencePiece model: byte counts when there is no sidecar |
 | VOCAB_SIZE | the model's | checked against the model |
 | SEED | 1337 | the training seed (the recipe records none: one file serves every seed); when set, torch's before evaluation too |
@@ -93,7 +93,10 @@ def eval_config(meta: Mapping[str, Any], env: Mapping[str, str]) -> EvalConfig:
 
 
 def _paths(io: Io, directory: str, prefix: str) -> list[str]:
-    return sorted(io.glob(os.path.join(directory, f"{prefix}_*.bin")))
+    paths = sorted(io.glob(os.path.join(directory, f"{prefix}_*.bin")))
+    # the CaseOps export's byte arrays (`fineweb_val_bytes_*`, PR #2135) match the val glob: not tokens
+    return [p for p in paths if not os.path.basename(p).startswith("fineweb_val_bytes_")] \
+        if prefix == "fineweb_val" else paths
 
 
 def map_shards(io: Io, directory: str, split: str) -> list[np.ndarray]:
@@ -127,6 +130,18 @@ def load_token_bytes(io: Io, directory: str, tokenizer: str, tokens: np.ndarray)
         if side.shape != tokens.shape:
             raise DataError(f"the byte sidecars in {directory} have {side.shape[0]} entries for {tokens.shape[0]} "
                             "val tokens", "rebuild them with `pgolf data build`, or remove them to use the tokenizer")
+        return side, "sidecar"
+    exported = _paths(io, directory, "fineweb_val_bytes")
+    if exported:  # the CaseOps export's per-token original bytes, in token-shard format (PR #2135)
+        parts = []
+        for path in exported:
+            data = io.map(path)
+            n = shards.parse_shard_header(bytes(data[: shards.HEADER_BYTES]), path, int(data.shape[0]))
+            parts.append(data[shards.HEADER_BYTES:].view(shards.TOKEN_DTYPE)[:n])
+        side = np.concatenate(parts).astype(np.int32)
+        if side.shape != tokens.shape:
+            raise DataError(f"the fineweb_val_bytes_*.bin arrays in {directory} have {side.shape[0]} entries for "
+                            f"{tokens.shape[0]} val tokens", "use the export's val and val_bytes files together")
         return side, "sidecar"
     from pgolf.data.bpb import build_byte_tables, lut_stream_bytes
     from pgolf.data.tokenizer import load_tokenizer
