@@ -204,7 +204,7 @@ def _decodes_to_the_same_or_raises(blob: bytes, original: dict):
     return False
 
 
-@pytest.mark.parametrize("codec", ["none", "zstd", "lzma", "brotli", "rans"])
+@pytest.mark.parametrize("codec", ["none", "zstd", "lzma", "brotli", "rans", "pergroup"])
 def test_every_flipped_byte_is_caught_or_harmless(codec):
     rng = np.random.default_rng(3)
     t = {"w.q": torch.from_numpy(laplace_codes(rng, (33, 34), 5)), "w.scale": torch.rand(33).half(),

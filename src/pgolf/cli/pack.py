@@ -22,7 +22,7 @@ from pgolf.cli.app import app, emit, next_step, shown, user_errors
 def pack_command(
     quant_dir: Annotated[Path, typer.Argument(help="The quant artifact to pack (written by `pgolf quantize`).")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default: pack/ next to QUANT_DIR).")] = None,
-    codec: Annotated[str | None, typer.Option(help="rans (default) | zstd | lzma | brotli | auto | none: how "
+    codec: Annotated[str | None, typer.Option(help="rans (default) | zstd | lzma | brotli | pergroup | auto | none: how "
                                                    "model.bin is compressed (same as --set codec=...).")] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML file with a \\[pack] table (and \\[pack.eval]).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a PackConfig key: key=value (repeatable), "

@@ -15,7 +15,9 @@ from pgolf.pack.budget import LIMIT_BYTES
 class PackConfig:
     """codec: model.bin's codec: "rans" (pgolf's entropy coder for the codes; the other sections get
         the smallest of zstd/lzma/brotli), "zstd" (level 22), "lzma" (preset 9e), "brotli" (quality
-        11), "auto" (per section the smallest of all; minutes on a full-size model) or "none".
+        11), "pergroup" (PR #2135's layout: each code matrix's rows in a greedy similarity order,
+        transposed, brotli-11; the other sections as "rans"), "auto" (per section the smallest of
+        all; minutes on a full-size model) or "none".
     layout: codes one per byte ("bytes"), bit-packed ("bitpack") or the smaller ("auto"); not used by rans.
     shuffle: byte-shuffle the other tensors ("on"), not ("off"), or the smaller ("auto").
     limit_bytes: the artifact cap in decimal bytes: 16,000,000 for the challenge's tracks; e.g.
@@ -31,7 +33,7 @@ class PackConfig:
         EVAL_* environment variables override it at run time.
     """
 
-    codec: Literal["rans", "zstd", "lzma", "brotli", "auto", "none"] = "rans"
+    codec: Literal["rans", "zstd", "lzma", "brotli", "pergroup", "auto", "none"] = "rans"
     layout: Literal["auto", "bytes", "bitpack"] = "auto"
     shuffle: Literal["auto", "on", "off"] = "auto"
     limit_bytes: int = LIMIT_BYTES

@@ -17,6 +17,10 @@ Sections (`kind`), each compressed on its own with the codec its entry names:
 - CODES / CODES_PACKED: every int8 tensor (the `NAME.q` codes) in index order, one code per byte,
   or bit-packed at each tensor's code width (`layouts.pack_bits`). Under codec `rans` the CODES
   section holds the rANS stream and the RANS_MODEL section its side information and tables.
+- ROW_ORDER + CODES_GROUPED (codec "pergroup", PR #2135's layout, `pgolf.pack.pergroup`): ROW_ORDER
+  holds the uint16 row order of every grouped code matrix (2-D `NAME.q`) in index order;
+  CODES_GROUPED those matrices' codes, rows reordered and transposed, in index order, then every
+  other int8 tensor one code per byte, in index order.
 - DATA / DATA_SHUFFLED: every other tensor (fp16 scales, fp16/fp32 passthrough, ...) in index
   order, as raw bytes or byte-shuffled per tensor (`layouts.shuffle_bytes`).
 
@@ -45,17 +49,20 @@ import numpy as np
 from pgolf.bounded import CEILING, OutputLimitError, human_bytes
 from pgolf.errors import ArtifactError, ConfigError
 from pgolf.pack import codecs as C
-from pgolf.pack import layouts, rans
+from pgolf.pack import layouts, pergroup, rans
 
 MAGIC = b"PGMB"
 FORMAT_VERSION = 1
-INDEX, CODES, CODES_PACKED, DATA, DATA_SHUFFLED, RANS_MODEL = 1, 2, 3, 4, 5, 6
+INDEX, CODES, CODES_PACKED, DATA, DATA_SHUFFLED, RANS_MODEL, ROW_ORDER, CODES_GROUPED = 1, 2, 3, 4, 5, 6, 7, 8
 KIND_NAMES = {INDEX: "index", CODES: "codes", CODES_PACKED: "codes_packed", DATA: "data",
-              DATA_SHUFFLED: "data_shuffled", RANS_MODEL: "rans_model"}
+              DATA_SHUFFLED: "data_shuffled", RANS_MODEL: "rans_model", ROW_ORDER: "row_order",
+              CODES_GROUPED: "codes_grouped"}
 _ENTRY = struct.Struct("<BBBBIII")
 _HEAD = struct.Struct("<4sBB")
 
-CODECS = ("none", "zstd", "lzma", "brotli", "rans", "auto")
+CODECS = ("none", "zstd", "lzma", "brotli", "rans", "pergroup", "auto")
+# codec "pergroup": the grouped codes' brotli call in PR #2135 (quality 11, brotli's default window 2**22)
+PERGROUP_PARAMS = C.CodecParams(C.BROTLI, C.BROTLI_QUALITY, 22)
 LAYOUTS = ("auto", "bytes", "bitpack")
 SHUFFLES = ("auto", "on", "off")
 
@@ -120,7 +127,7 @@ def _candidates(codec: str, section: str) -> list[int]:
     """Codec ids to try for a section ("codes" or "other") under the user's codec choice."""
     if codec == "auto":
         return [*C.GENERAL, C.RANS] if section == "codes" else list(C.GENERAL)
-    if codec == "rans":
+    if codec in ("rans", "pergroup"):
         return [C.RANS] if section == "codes" else list(C.GENERAL)
     return [C.IDS[codec]]
 
@@ -145,8 +152,9 @@ def encode_model(tensors: Mapping[str, Any], meta: Mapping[str, Any], codec: str
         any shape, dtypes in DTYPES. Every int8 tensor is treated as codes.
     meta: the JSON-native quant meta (dicts, lists, str, int, float, bool, None), stored verbatim.
     codec: "zstd" (level 22), "lzma" (preset 9e), "brotli" (quality 11), "none", "rans" (the
-        code entropy coder; the other sections get the smallest general codec), or "auto" (per
-        section the smallest of all). The choice per section is recorded in the header.
+        code entropy coder; the other sections get the smallest general codec), "pergroup" (PR
+        #2135's row-reordered, transposed codes under brotli-11; the other sections as "rans"), or
+        "auto" (per section the smallest of all). The choice per section is recorded in the header.
     layout: codes "bytes" (one per byte, as the records), "bitpack" (at each tensor's code width),
         or "auto" (the smaller once compressed). Not used by rans, which codes symbols directly.
     shuffle: other tensors byte-shuffled ("on"), raw ("off"), or "auto" (the smaller).
@@ -199,8 +207,25 @@ def _smallest_tuple(raw: bytes, codec_ids: list[int]) -> tuple[C.CodecParams, by
     return p, raw, stored
 
 
+def _encode_pergroup(code_entries) -> list[tuple[int, C.CodecParams, bytes, bytes]]:
+    """ROW_ORDER + CODES_GROUPED (see the module docstring)."""
+    orders, grouped, rest = [], [], []
+    for name, shape, raw in code_entries:
+        if pergroup.grouped(name, shape):
+            order, data = pergroup.reorder(np.frombuffer(raw, np.int8).reshape(shape))
+            orders.append(order)
+            grouped.append(data)
+        else:
+            rest.append(raw)
+    order_raw, codes_raw = b"".join(orders), b"".join(grouped + rest)
+    return [(ROW_ORDER, *_smallest_tuple(order_raw, [C.NONE, *C.GENERAL])),
+            (CODES_GROUPED, PERGROUP_PARAMS, codes_raw, C.compress(codes_raw, PERGROUP_PARAMS))]
+
+
 def _encode_codes(code_entries, codec: str, layout: str) -> list[tuple[int, C.CodecParams, bytes, bytes]]:
     """The code sections of the smallest candidate: one general-codec section, or rANS model + stream."""
+    if codec == "pergroup":
+        return _encode_pergroup(code_entries)
     as_bytes = b"".join(raw for _, _, raw in code_entries)
     candidates: list[list[tuple[int, C.CodecParams, bytes, bytes]]] = []
     general = [c for c in _candidates(codec, "codes") if c != C.RANS]
@@ -314,8 +339,9 @@ class _Sections:
             offset += e["stored_len"]
         kinds = set(self.entries)
         rans_codes = CODES in kinds and self.entries[CODES]["codec"] == C.RANS
-        valid = (len(kinds & {DATA, DATA_SHUFFLED}) == 1 and INDEX in kinds
-                 and len(kinds & {CODES, CODES_PACKED}) == 1 and (RANS_MODEL in kinds) == rans_codes)
+        codes_kinds = kinds & {CODES, CODES_PACKED, CODES_GROUPED}
+        valid = (len(kinds & {DATA, DATA_SHUFFLED}) == 1 and INDEX in kinds and len(codes_kinds) == 1
+                 and (RANS_MODEL in kinds) == rans_codes and (ROW_ORDER in kinds) == (CODES_GROUPED in kinds))
         if not valid:
             raise _fail("section table", f"unexpected sections {sorted(KIND_NAMES[k] for k in kinds)}")
         # every declared size against the ceilings, before any section is decoded
@@ -398,6 +424,8 @@ def _decode_codes(sections: _Sections, codes_listing: list[tuple[str, list[int]]
                   max_raw_bytes: int) -> list[np.ndarray]:
     """int8 arrays of the code tensors, from whichever codes section the blob has."""
     numels = [_numel(s) for _, s in codes_listing]
+    if CODES_GROUPED in sections.entries:
+        return _decode_pergroup(sections, codes_listing, numels)
     if CODES_PACKED in sections.entries:
         # each tensor takes 1 + ceil(numel * bits / 8) bytes at a width of 1..8 bits
         least = sum(1 + layouts.packed_size(k, 1) for k in numels)
@@ -434,3 +462,28 @@ def _decode_codes(sections: _Sections, codes_listing: list[tuple[str, list[int]]
     offsets = np.cumsum([0, *numels])
     return [np.frombuffer(raw, np.int8, count=k, offset=int(o)).reshape(s)
             for (_, s), k, o in zip(codes_listing, numels, offsets)]
+
+
+def _decode_pergroup(sections: _Sections, codes_listing: list[tuple[str, list[int]]],
+                     numels: list[int]) -> list[np.ndarray]:
+    """int8 arrays of the code tensors from ROW_ORDER + CODES_GROUPED (see `_encode_pergroup`)."""
+    is_grouped = [pergroup.grouped(n, s) for n, s in codes_listing]
+    sections.expect(ROW_ORDER, sum(2 * s[0] for (_, s), g in zip(codes_listing, is_grouped) if g), "row orders")
+    sections.expect(CODES_GROUPED, sum(numels), "codes")
+    orders, raw = sections.raw(ROW_ORDER), sections.raw(CODES_GROUPED)
+    out: dict[int, np.ndarray] = {}
+    pos = opos = 0
+    for i, ((n, s), g) in enumerate(zip(codes_listing, is_grouped)):
+        if not g:
+            continue
+        try:
+            out[i] = pergroup.restore(orders[opos : opos + 2 * s[0]], raw[pos : pos + numels[i]], s[0], s[1])
+        except ValueError as err:
+            raise _fail("row_order", f"tensor '{n}': {err}") from None
+        opos += 2 * s[0]
+        pos += numels[i]
+    for i, ((_, s), g) in enumerate(zip(codes_listing, is_grouped)):
+        if not g:
+            out[i] = np.frombuffer(raw, np.int8, count=numels[i], offset=pos).reshape(s)
+            pos += numels[i]
+    return [out[i] for i in range(len(codes_listing))]

@@ -7,7 +7,7 @@ submission file and `pgolf ttt-eval` rebuild the model from model.bin alone (rul
      "model_config": ModelConfig as a dict (every field: no default is assumed),
      "train_seq_len": the training sequence length L (the default evaluation window),
      "eval": the EvalConfig `train_gpt.py` evaluates with (seq_len resolved),
-     "quant": {"format": "pgolf.quant/1", "tensors": {NAME: {"scheme", "shape", "dtype"}}}}
+     "quant": {"format": "pgolf.quant/1", "tensors": {NAME: {"scheme", "shape", "dtype"[, "lqer"]}}}}
 
 The quant meta keeps only what dequantization reads; the full record (clips, GPTQ details, errors)
 stays in quant.safetensors and report.json, which the pack manifest names by sha256.
@@ -22,6 +22,7 @@ from pgolf.errors import ArtifactError, ConfigError
 
 FORMAT = "pgolf.packed/1"
 QUANT_KEYS = ("scheme", "shape", "dtype")  # what `dequantize_state` reads per tensor
+OPTIONAL_KEYS = ("lqer",)  # ... and, where a tensor has one, its LQER correction
 
 
 def packed_meta(quant_meta: Mapping[str, Any], model_config: Mapping[str, Any], train_seq_len: int,
@@ -35,7 +36,7 @@ def packed_meta(quant_meta: Mapping[str, Any], model_config: Mapping[str, Any], 
         missing = [k for k in QUANT_KEYS if k not in entry]
         if missing:
             raise ArtifactError(f"quantization metadata of '{name}' lacks {', '.join(missing)}", "rerun pgolf quantize")
-        slim[name] = {k: entry[k] for k in QUANT_KEYS}
+        slim[name] = {k: entry[k] for k in (*QUANT_KEYS, *OPTIONAL_KEYS) if k in entry}
     return {"format": FORMAT, "model_config": dict(model_config), "train_seq_len": int(train_seq_len),
             "eval": dict(eval_config), "quant": {"format": quant_meta.get("format"), "tensors": slim}}
 

@@ -135,9 +135,9 @@ def load_token_bytes(io: Io, directory: str, tokenizer: str, tokens: np.ndarray)
     if exported:  # the CaseOps export's per-token original bytes, in token-shard format (PR #2135)
         parts = []
         for path in exported:
-            data = io.map(path)
-            n = shards.parse_shard_header(bytes(data[: shards.HEADER_BYTES]), path, int(data.shape[0]))
-            parts.append(data[shards.HEADER_BYTES:].view(shards.TOKEN_DTYPE)[:n])
+            mapped = io.map(path)
+            n = shards.parse_shard_header(bytes(mapped[: shards.HEADER_BYTES]), path, int(mapped.shape[0]))
+            parts.append(mapped[shards.HEADER_BYTES:].view(shards.TOKEN_DTYPE)[:n])
         side = np.concatenate(parts).astype(np.int32)
         if side.shape != tokens.shape:
             raise DataError(f"the fineweb_val_bytes_*.bin arrays in {directory} have {side.shape[0]} entries for "

@@ -74,7 +74,7 @@ def quantize_model(model, cfg, shards: Sequence[np.ndarray], device):
         else:
             tokens = stream_calibration_tokens(shards, cfg.calib_tokens // cfg.calib_seq_len, cfg.calib_seq_len,
                                                model.cfg.vocab_size)
-        hessians = calibration_hessians(model, tokens, names, extra, device)
+        hessians = calibration_hessians(model, tokens, names, extra, device, cfg.calib_batch_tokens)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     return quantize_state(state, cfg, hessians)
 

@@ -221,11 +221,12 @@ def calibration_targets(model: nn.Module, cfg: QuantizeConfig) -> tuple[list[str
 
 
 def calibration_hessians(model: GPT, tokens: torch.Tensor, names: Sequence[str],
-                         extra: Mapping[str, tuple[str, Where]], device: torch.device) -> dict[str, torch.Tensor]:
+                         extra: Mapping[str, tuple[str, Where]], device: torch.device,
+                         batch_tokens: int = CALIB_BATCH_TOKENS) -> dict[str, torch.Tensor]:
     """{weight: H = mean x x^T [in, in] fp32} over calibration tokens [S, T] (int64), fed to
-    `model.hidden` CALIB_BATCH_TOKENS at a time (bf16 autocast on CUDA, as the records calibrate;
-    fp32 on CPU). The model is left in eval mode."""
-    per_batch = max(1, CALIB_BATCH_TOKENS // tokens.shape[1])
+    `model.hidden` `batch_tokens` at a time (QuantizeConfig.calib_batch_tokens; bf16 autocast on
+    CUDA, as the records calibrate; fp32 on CPU). The model is left in eval mode."""
+    per_batch = max(1, batch_tokens // tokens.shape[1])
     model.eval()
     with torch.no_grad(), autocast_for(device, True), HessianCollector(model, names, extra) as hc:
         for batch in tokens.split(per_batch):
@@ -257,5 +258,5 @@ def self_calibration_tokens(model: nn.Module, cfg: QuantizeConfig, device: torch
     num_seqs, seq_len = cfg.calib_tokens // cfg.calib_seq_len, cfg.calib_seq_len
     with autocast_for(device, True):
         tokens = generate_calibration(model, num_seqs, seq_len, temperature=cfg.calib_temperature,
-                                      seed=cfg.calib_seed, batch_size=max(1, CALIB_BATCH_TOKENS // seq_len))
+                                      seed=cfg.calib_seed, batch_size=max(1, cfg.calib_batch_tokens // seq_len))
     return tokens.cpu()

@@ -22,6 +22,7 @@ CLIP_METHODS: tuple[str, ...] = ("rowmax", "quantile", "search", "sdclip")
 # Storage widths an override or `embed_bits` may name: intN per row, or float passthrough.
 INT_BITS = range(2, 9)
 FLOAT_BITS = (16, 32)
+CALIB_TOKENS_DEFAULT = 131_072
 FP16_SMALLEST_SUBNORMAL = 2.0**-24  # a smaller floor would round to a zero fp16 scale
 
 
@@ -130,6 +131,9 @@ class QuantizeConfig:
     search_granularity: Literal["matrix", "row"] = "matrix"
     sdclip_k: float = 12.85  # SDClip c_r = k * std(W_r) for matrices (SP8K #1394, int6)
     sdclip_k_embed: float = 20.0  # ... and for the embedding (SP8K #1394, int8)
+    # SDClip k of the attention / MLP matrices; unset: sdclip_k (PR #2135: 13.0 and 11.5 beside 12.85).
+    sdclip_k_attn: float | None = None
+    sdclip_k_mlp: float | None = None
     # Smallest stored scale. A float, or "1/qmax" for the records' floors (1/127 baseline int8,
     # 1/31 int6 records), which put every row whose clip is below 1 on a fixed grid of step 1/qmax.
     scale_floor: float | Literal["1/qmax"] = FP16_TINY
@@ -138,13 +142,21 @@ class QuantizeConfig:
     gptq_damp: float = 0.01  # H += damp * mean(diag H) * I, applied once
     gptq_block: int = 128  # columns per lazy-update block
     gptq_act_order: bool = True  # sweep columns by decreasing diag(H)
+    # Columns of equal diag(H): in index order ("stable") or in the order of the records' own call,
+    # torch's default (unstable) sort on the CPU ("record"; PR #2135). Ties are common: every dead input has 1.
+    gptq_tie_order: Literal["stable", "record"] = "stable"
     # Calibration for GPTQ: training tokens (inside the training budget) or self-generated (#1019).
     # Validation data is never a calibration source (rules DATA-7).
     calib: Literal["train", "self"] = "train"
-    calib_tokens: int = 131_072  # 64 sequences x 2048 (ARGPTQ #1019)
+    calib_tokens: int = CALIB_TOKENS_DEFAULT  # 64 sequences x 2048 (ARGPTQ #1019)
     calib_seq_len: int = 2048
     calib_temperature: float = 0.8  # self-generation sampling temperature (#1019)
     calib_seed: int = 0
+    # Calibration as the records count it: calib_batches forward batches of calib_batch_tokens tokens
+    # each (PR #2135: GPTQ_CALIBRATION_BATCHES=32 of 98,304 tokens per rank). 0: calib_tokens decides;
+    # > 0 sets calib_tokens to calib_batches * calib_batch_tokens.
+    calib_batches: int = 0
+    calib_batch_tokens: int = 32_768  # tokens per calibration forward pass
     # Magnitude pruning before quantization (INT5 #180: 3%): zero the smallest |w| of each matrix.
     prune_frac: float = 0.0
     prune_min_numel: int = 65_536  # only matrices with more elements are pruned (#180)
@@ -173,6 +185,17 @@ class QuantizeConfig:
     # GPTQ's clip candidate: the smallest output error (W - Ŵ) H (W - Ŵ)^T ("hessian", pgolf) or the
     # smallest weight MSE ("weight", PR #1406's quantize_int6_gptq).
     gptq_select: Literal["hessian", "weight"] = "hessian"
+    # LQER (PR #1530, as PR #2135 runs it): the lqer_top_k integer matrices with the largest
+    # quantization error ||W - Ŵ||_F get a rank-lqer_rank correction A @ B of that error (its SVD),
+    # stored quantized beside the codes and added back at dequantization. lqer_asym: A on one int2
+    # scale per matrix, B int4 in groups of lqer_group (when B's size divides); otherwise both
+    # per-row at lqer_factor_bits.
+    lqer: bool = False
+    lqer_rank: int = 4
+    lqer_top_k: int = 3
+    lqer_factor_bits: int = 4
+    lqer_asym: bool = True
+    lqer_group: int = 64
 
     def __post_init__(self) -> None:
         check(self.scheme in SCHEMES, "scheme", f"must be one of {', '.join(SCHEMES)}; got {self.scheme!r}")
@@ -191,6 +214,9 @@ class QuantizeConfig:
         )
         check(self.sdclip_k > 0, "sdclip_k", f"must be > 0; got {self.sdclip_k}")
         check(self.sdclip_k_embed > 0, "sdclip_k_embed", f"must be > 0; got {self.sdclip_k_embed}")
+        for key in ("sdclip_k_attn", "sdclip_k_mlp"):
+            k = getattr(self, key)
+            check(k is None or k > 0, key, f"must be > 0 (or unset: sdclip_k); got {k}")
         check(
             _valid_floor(self.scale_floor),
             "scale_floor",
@@ -210,6 +236,14 @@ class QuantizeConfig:
             "calib_tokens",
             f"must be >= calib_seq_len ({self.calib_seq_len}); got {self.calib_tokens}",
         )
+        check(self.calib_batch_tokens >= self.calib_seq_len, "calib_batch_tokens",
+              f"must be >= calib_seq_len ({self.calib_seq_len}); got {self.calib_batch_tokens}")
+        check(self.calib_batches >= 0, "calib_batches", f"must be >= 0 (0: calib_tokens decides); got {self.calib_batches}")
+        if self.calib_batches > 0:
+            total = self.calib_batches * self.calib_batch_tokens
+            check(self.calib_tokens in (total, CALIB_TOKENS_DEFAULT), "calib_tokens",
+                  f"is {self.calib_tokens} but calib_batches x calib_batch_tokens is {total}; set one or the other")
+            object.__setattr__(self, "calib_tokens", total)
         check(self.calib_temperature > 0, "calib_temperature", f"must be > 0; got {self.calib_temperature}")
         check(0.0 <= self.prune_frac < 1.0, "prune_frac", f"must be in [0, 1); got {self.prune_frac}")
         check(self.prune_min_numel >= 0, "prune_min_numel", f"must be >= 0; got {self.prune_min_numel}")
@@ -231,6 +265,12 @@ class QuantizeConfig:
               f"must be 'count' or 'quantile'; got {self.prune_method!r}")
         check(self.gptq_select in ("hessian", "weight"), "gptq_select",
               f"must be 'hessian' or 'weight'; got {self.gptq_select!r}")
+        check(self.gptq_tie_order in ("stable", "record"), "gptq_tie_order",
+              f"must be 'stable' or 'record'; got {self.gptq_tie_order!r}")
+        check(self.lqer_rank >= 1, "lqer_rank", f"must be >= 1; got {self.lqer_rank}")
+        check(self.lqer_top_k >= 1, "lqer_top_k", f"must be >= 1; got {self.lqer_top_k}")
+        check(self.lqer_factor_bits in INT_BITS, "lqer_factor_bits", f"must be 2..8; got {self.lqer_factor_bits}")
+        check(self.lqer_group >= 1, "lqer_group", f"must be >= 1; got {self.lqer_group}")
 
     @property
     def parsed_overrides(self) -> tuple[tuple[str, int], ...]:
@@ -252,6 +292,11 @@ class QuantizeConfig:
             rounding=w.rounding,
             grid=w.grid,
         )
+
+    def sdclip_k_for(self, tensor_class: str) -> float:
+        """SDClip's k for a tensor of `tensor_class` (pgolf.model.param_class)."""
+        k = {"embed": self.sdclip_k_embed, "attn": self.sdclip_k_attn, "mlp": self.sdclip_k_mlp}.get(tensor_class)
+        return self.sdclip_k if k is None else k
 
     def floor_for(self, bits: int) -> float:
         """The scale floor for a `bits`-wide integer tensor."""

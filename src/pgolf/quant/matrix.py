@@ -123,13 +123,15 @@ def gptq_codes(
     act_order: bool = True,
     keep_zero: torch.Tensor | None = None,
     low: int = 0,
+    tie_order: str = "stable",
 ) -> torch.Tensor:
     """GPTQ sweep on a fixed per-row grid: int8 codes [rows, cols] for `w` [rows, cols].
 
     `hessian` [cols, cols] is the (undamped) sum or mean of x x^T over calibration inputs; `scale`
     fp16 [rows] the grid; `keep_zero` bool [rows, cols] marks entries forced to code 0 (pruned),
     whose error is still compensated. Columns are swept in blocks of `block_size`, in decreasing
-    diag(H) order when `act_order`; each column's rounding error, scaled by the Cholesky factor of
+    diag(H) order when `act_order` (equal diagonals in index order with `tie_order = "stable"`; in
+    the order of the records' call, torch's default unstable sort on the CPU, with "record"); each column's rounding error, scaled by the Cholesky factor of
     H^-1, is pushed onto the columns not yet quantized. Raises `GPTQFailure` if H is not positive
     definite after damping.
     """
@@ -142,7 +144,10 @@ def gptq_codes(
     W[:, dead] = 0.0
     mask = keep_zero.to(W.device).clone() if keep_zero is not None else None
     if act_order:
-        perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
+        if tie_order == "record":  # PR #2135 (as its predecessors): torch.argsort(H.diag(), descending=True), on the CPU
+            perm = torch.argsort(torch.diag(H).cpu(), descending=True).to(H.device)
+        else:
+            perm = torch.argsort(torch.diagonal(H), descending=True, stable=True)
         W, H = W[:, perm], H[perm][:, perm]
         mask = mask[:, perm] if mask is not None else None
     L, info = torch.linalg.cholesky_ex(H)
@@ -188,6 +193,7 @@ def gptq_quantize(
     act_order: bool = True,
     keep_zero: torch.Tensor | None = None,
     select: str = "hessian",
+    tie_order: str = "stable",
 ) -> RowQuant:
     """Full-Hessian GPTQ of `w` [rows, cols] at `bits` with scales fixed from `clip` before the sweep.
 
@@ -222,6 +228,7 @@ def gptq_quantize(
             act_order=act_order,
             keep_zero=keep_zero.repeat(n, 1) if keep_zero is not None else None,
             low=clip.low_code,
+            tie_order=tie_order,
         )
     except GPTQFailure as e:
         search = dataclasses.replace(clip, method="search")
@@ -241,6 +248,7 @@ def gptq_quantize(
         "damp": damp,
         "block_size": block_size,
         "act_order": act_order,
+        **({"tie_order": tie_order} if tie_order != "stable" else {}),
         "dead_inputs": int(dead.sum().item()),
         "select": select,
     }

@@ -25,6 +25,7 @@ import torch
 from pgolf.errors import ArtifactError, ConfigError
 from pgolf.model import rowquant
 from pgolf.model.params import param_class
+from pgolf.quant import lqer
 from pgolf.quant.clip import ClipSpec
 from pgolf.quant.config import QuantizeConfig
 from pgolf.quant.matrix import RowQuant, gptq_quantize, rtn_quantize
@@ -90,7 +91,7 @@ def clip_spec(cfg: QuantizeConfig, bits: int, tensor_class: str) -> ClipSpec:
         quantile=cfg.clip_quantile if recipe.clip_quantile is None else recipe.clip_quantile,
         quantiles=cfg.search_quantiles,
         granularity=cfg.search_granularity,
-        k=cfg.sdclip_k_embed if tensor_class == "embed" else cfg.sdclip_k,
+        k=cfg.sdclip_k_for(tensor_class),
         floor=cfg.floor_for(bits),
         rounding=recipe.rounding,
         full_range=recipe.grid == "full",
@@ -145,6 +146,7 @@ def quantize_state(
     tensors: dict[str, torch.Tensor] = {}
     meta_tensors: dict[str, dict[str, Any]] = {}
     report_tensors: dict[str, dict[str, Any]] = {}
+    lqer_norms: dict[str, float] = {}  # ||W - Ŵ||_F of every integer matrix, in state order
     for name, t in state.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ArtifactError(f"tensor '{name}' has NaN or infinite values", "the checkpoint is corrupt; retrain")
@@ -152,6 +154,8 @@ def quantize_state(
         tensors.update(stored)
         meta_tensors[name] = entry
         recon = _dequantize_one(name, entry, stored)
+        if cfg.lqer and t.ndim == 2 and parse_scheme_id(entry["scheme"]) is not None:  # in fp32, as PR #2135
+            lqer_norms[name] = lqer.error_norm(t.cpu(), rowquant.dequantize_rows(stored[f"{name}.q"], stored[f"{name}.scale"]))
         errors = _error_stats(t, recon) if t.is_floating_point() else {"mse": 0.0, "rel_err": 0.0}
         report_tensors[name] = {
             **{k: entry[k] for k in ("scheme", "bits", "class", "method")},
@@ -160,6 +164,8 @@ def quantize_state(
             "pruned_frac": entry["pruned_frac"],
             **stats,
         }
+    for name in lqer.top_errors(lqer_norms, cfg.lqer_top_k) if cfg.lqer else []:
+        _add_lqer(name, state[name], cfg, tensors, meta_tensors[name], report_tensors[name])
     meta = {"format": FORMAT, "tensors": meta_tensors}
     return QuantResult(tensors, meta, {"tensors": report_tensors, "totals": _totals(report_tensors, tensors)})
 
@@ -210,6 +216,24 @@ def _quantize_tensor(
     return stored, entry, stats
 
 
+def _add_lqer(name: str, t: torch.Tensor, cfg: QuantizeConfig, tensors: dict[str, torch.Tensor],
+              entry: dict[str, Any], report: dict[str, Any]) -> None:
+    """Give `name` its LQER correction of rank cfg.lqer_rank (factors of W - Ŵ, on the CPU as PR #2135)."""
+    w = t.detach().cpu().float()
+    w_hat = rowquant.dequantize_rows(tensors[f"{name}.q"].reshape(w.shape[0], -1), tensors[f"{name}.scale"])
+    a, b = lqer.factors(w - w_hat.reshape(w.shape), cfg.lqer_rank)
+    mode = lqer.mode_for(b.numel(), cfg.lqer_asym, cfg.lqer_group)
+    stored = lqer.quantize_factors(a, b, mode, bits=cfg.lqer_factor_bits, group=cfg.lqer_group)
+    tensors.update({name + suffix: v.contiguous() for suffix, v in stored.items()})
+    entry["lqer"] = lqer.meta_entry(mode, a.shape[1], bits=cfg.lqer_factor_bits, group=cfg.lqer_group)
+    qa, sa, qb, sb = (stored[suffix] for suffix in lqer.SUFFIXES)
+    (alo, ahi), (blo, bhi) = lqer.levels(entry["lqer"])
+    factor_bits = (ahi - alo).bit_length() * qa.numel() + (bhi - blo).bit_length() * qb.numel() \
+        + 16 * (sa.numel() + sb.numel())
+    report.update(_error_stats(t, _dequantize_one(name, entry, tensors)), lqer=entry["lqer"],
+                  payload_bits=report["payload_bits"] + factor_bits)
+
+
 def _quantize_int(
     name: str,
     w: torch.Tensor,
@@ -238,6 +262,7 @@ def _quantize_int(
         damp=cfg.gptq_damp,
         block_size=cfg.gptq_block,
         act_order=cfg.gptq_act_order,
+        tie_order=cfg.gptq_tie_order,
         select=cfg.gptq_select,
         keep_zero=keep_zero,
     )
@@ -322,7 +347,25 @@ def _dequantize_one(name: str, entry: Mapping[str, Any], tensors: Mapping[str, t
             f"'{name}.q' has codes {where} for {entry['scheme']}", "the file is corrupt; rerun pgolf quantize"
         )
     flat = rowquant.dequantize_rows(codes.reshape(rows, -1), scale)
+    if "lqer" in entry:
+        flat = flat + _lqer_correction(name, entry["lqer"], tensors, rows, flat.shape[1])
     return flat.reshape(shape).to(dtype)
+
+
+def _lqer_correction(name: str, entry: Any, tensors: Mapping[str, torch.Tensor], rows: int, cols: int) -> torch.Tensor:
+    """A_q @ B_q of `name` from its four stored factor tensors, checked against its `lqer` entry."""
+    try:
+        want = lqer.expected(entry, rows, cols)
+        limits = lqer.levels(entry)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"LQER metadata of tensor '{name}' is malformed ({e})",
+                            "rerun pgolf quantize or upgrade pgolf") from None
+    stored = {suffix: _need(tensors, name + suffix, dtype, shape, name) for suffix, (dtype, shape) in want.items()}
+    for suffix, (lo, hi) in zip((lqer.SUFFIXES[0], lqer.SUFFIXES[2]), limits):
+        codes = stored[suffix]
+        if codes.numel() and (int(codes.min().item()) < lo or int(codes.max().item()) > hi):
+            raise ArtifactError(f"'{name}{suffix}' has codes outside [{lo}, {hi}]", "the file is corrupt; rerun pgolf quantize")
+    return lqer.correction(stored, entry["mode"])
 
 
 def dequantize_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -340,7 +383,10 @@ def dequantize_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any
     used: set[str] = set()
     for name, entry in meta["tensors"].items():
         out[name] = _dequantize_one(name, entry, tensors)
-        used |= {name} if parse_scheme_id(entry["scheme"]) is None else {f"{name}.q", f"{name}.scale"}
+        is_int = parse_scheme_id(entry["scheme"]) is not None
+        used |= {f"{name}.q", f"{name}.scale"} if is_int else {name}
+        if is_int and "lqer" in entry:  # its factors (a passthrough tensor's "lqer" is never read)
+            used |= {name + suffix for suffix in lqer.SUFFIXES}
     extra = sorted(set(tensors) - used)
     if extra:
         raise ArtifactError(

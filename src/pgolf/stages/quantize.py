@@ -216,7 +216,7 @@ def _calibrate(model, cfg, device, calib_dir: Path | None, shards: Sequence[Path
                 "shards": read, "order": "stream_start",
                 "sequences": int(tokens.shape[0]), "seq_len": seq_len, "tokens": int(tokens.numel())}
     prov["weights"] = len(names)
-    hessians = calibration_hessians(model, tokens, names, extra, device)
+    hessians = calibration_hessians(model, tokens, names, extra, device, cfg.calib_batch_tokens)
     synchronize(device)
     return hessians, prov, time.perf_counter() - t0
 
@@ -413,6 +413,9 @@ def _quantize(cfg, train_dir: Path, output: runner.Output, *, t_start: float, da
     quantize_s = time.perf_counter() - t0
     report = build_report(cfg, res, _error_sums(state, deq, hessians))
     warnings += _scheme_warnings(cfg, state, report)
+    corrected = [n for n, e in res.meta["tensors"].items() if "lqer" in e]
+    if cfg.lqer:
+        console.info(f"LQER: rank-{cfg.lqer_rank} corrections on {', '.join(corrected) or 'no matrix'}")
 
     evaluation = None
     if eval_tokens:
