@@ -149,6 +149,100 @@ def test_excluded_module_fails_only_when_used():
         run_program(b.text)
 
 
+# ----------------------------------------------------------------------------- python-minifier
+
+
+def test_python_minifier_keeps_semantics_is_smaller_and_deterministic():
+    from pgolf.verify.codescan import scan_code
+
+    plain = B.build_bundle(PKG, "bpkg.main", CALL, root="bpkg")
+    small = B.build_bundle(PKG, "bpkg.main", CALL, root="bpkg", minifier="python-minifier")
+    again = B.build_bundle(dict(reversed(list(PKG.items()))), "bpkg.main", CALL, root="bpkg",
+                           minifier="python-minifier")
+    assert small.text == again.text and B.unwrap(small.text) == small.program
+    assert run_program(small.text)["R"] == run_program(plain.text)["R"] == [(30, "y", ["mode", "width"])]
+    assert small.minified_bytes < plain.minified_bytes and small.modules == plain.modules
+    assert small.minifier == f"python-minifier {B.PYTHON_MINIFIER}" and plain.minifier == "ast"
+    scan = scan_code(small.text)
+    assert scan.payloads == 1 + len(small.modules)
+    assert not [f for f in scan.findings if f.verdict in ("FAIL", "WARN")]
+
+
+def test_python_minifier_failures_are_one_error_never_a_fallback(monkeypatch):
+    import importlib.metadata
+
+    import python_minifier
+
+    def build():
+        return B.build_bundle(PKG, "bpkg.main", CALL, root="bpkg", minifier="python-minifier")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(python_minifier, "minify", boom)
+    with pytest.raises(B.BundleError, match=r"^python-minifier failed on bpkg\.\w+: RuntimeError: boom$"):
+        build()
+    monkeypatch.setattr(python_minifier, "minify", lambda text, **kw: text.replace("def double", "def twice_"))
+    with pytest.raises(B.BundleError, match="changed the module-level names of bpkg.util: double, twice_"):
+        build()
+    monkeypatch.setattr(python_minifier, "minify", lambda text, **kw: text + "\n)(")
+    with pytest.raises(B.BundleError, match="output for bpkg.\\w+ does not compile"):
+        build()
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(B.BundleError, match="needs the python-minifier package: pip install python-minifier==3.4.0"):
+        build()
+    with pytest.raises(B.BundleError, match="unknown minifier 'pyminify'"):
+        B.build_bundle(PKG, "bpkg.main", CALL, root="bpkg", minifier="pyminify")
+
+
+# Violations an entrant could hide in one embedded module; python-minifier renames the locals to
+# short names reused across functions (`import numpy as A` in one, `import zlib as A` in the next).
+PLANTED = {
+    "np.fromfile of a side file": ("SIZE-3", """
+def side_table():
+    import numpy as numeric
+    table = numeric.fromfile("lut_extra.bin", dtype=numeric.uint8)
+    return table
+
+def double(n):
+    import zlib as packer
+    checksum = packer.crc32(b"x")
+    return 2 * n if checksum or side_table else 0
+"""),
+    "a glob of train and val shards": ("DATA-3", """
+import glob, os
+
+def double(n):
+    pattern = os.environ.get("DATA_PATH", "data") + "/fineweb_*.bin"
+    return 2 * n + 0 * len(glob.glob(pattern))
+"""),
+    "exec of a file's contents": ("SIZE-3", """
+import os
+
+def double(n):
+    helper_text = open(os.path.join(os.path.dirname(__file__), "helpers.txt")).read()
+    exec(helper_text, {})
+    return 2 * n
+"""),
+}
+
+
+@pytest.mark.parametrize("minifier", B.MINIFIERS)
+@pytest.mark.parametrize("case", list(PLANTED))
+def test_a_violation_inside_a_minified_payload_fails_by_its_rule(case, minifier):
+    from pgolf.verify.codescan import scan_code
+
+    rule, source = PLANTED[case]
+    b = B.build_bundle({**PKG, "bpkg/util.py": source}, "bpkg.main", CALL, root="bpkg", minifier=minifier)
+    fails = [f for f in scan_code(b.text).findings if f.verdict == "FAIL"]
+    assert {f.rule for f in fails} == {rule}, (case, [f.text() for f in fails])
+    assert "> payload" in fails[0].where  # found in the decoded module, two payloads deep
+
+
 # ----------------------------------------------------------------------------- packed meta
 
 

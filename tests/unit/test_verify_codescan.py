@@ -177,3 +177,26 @@ def test_requirements_parsing():
     assert parse_requirements("# c\nbrotli==1.1  # codec\n\nzstandard\n") == ("brotli==1.1", "zstandard")
     assert {"torch", "triton", "numpy", "sentencepiece", "huggingface_hub"} <= declared_modules(
         ["torch", "numpy", "sentencepiece", "huggingface-hub"])
+
+
+def test_names_are_read_in_their_own_scope():
+    """A minifier reuses short names in every function: each occurrence is read where it is bound."""
+    for first, second in (("numpy", "zlib"), ("zlib", "numpy")):  # the alias bound last must not win
+        text = (f"def f():\n import {first} as A;B=A.crc32(b'') if A.__name__=='zlib' else A.fromfile('side.bin')\n"
+                f" return B\ndef g():\n import {second} as A;B=A.crc32(b'') if A.__name__=='zlib' else "
+                "A.fromfile('side.bin')\n return B\n")
+        assert rules(text) == {"SIZE-3": {"FAIL"}}, (first, second)
+    # a local literal folds in its own function, whatever the same name holds elsewhere
+    text = ("import glob\ndef f(d):\n A=d+'/fineweb_*.bin';return glob.glob(A)\ndef g():\n A=3;A+=1;return A\n"
+            "def h():\n A='x';exec(A)\n")
+    scan = scan_code(text)
+    assert {(f.rule, f.verdict) for f in scan.findings} == {("DATA-3", "FAIL")} and scan.payloads == 1
+    # a function's own binding (an argument) shadows the module's alias; `global` binds in the module
+    assert rules("import numpy as np\ndef f(np):\n return np.fromfile('side.bin')\n") == {}
+    assert rules("def f():\n global np\n import numpy as np\ndef g():\n return np.fromfile('side.bin')\n") == \
+        {"SIZE-3": {"FAIL"}}
+    # a method does not see its class body's names; a comprehension variable stays in the comprehension
+    assert rules("import numpy as A\nclass C:\n A=3\n def m(self):\n  return A.fromfile('side.bin')\n") == \
+        {"SIZE-3": {"FAIL"}}
+    assert rules("import numpy as A\ndef f(xs):\n B=[A for A in xs];return A.fromfile('side.bin')\n") == \
+        {"SIZE-3": {"FAIL"}}

@@ -21,7 +21,9 @@ What `build_bundle` does to the sources, each step checked by comparing syntax t
   the scan sees no import of a package it would have to find installed; `_I` only looks a module up;
 - module-level functions, classes and constants that nothing in the bundle names are removed
   (`shake`; any occurrence of the name, as a variable, attribute or string, keeps a definition);
-- the code is printed with `ast.unparse` and re-indented by one space per level;
+- the code is printed with `ast.unparse` and re-indented by one space per level (`minifier="ast"`),
+  or printed and then minified by python-minifier (`minifier="python-minifier"`: local names
+  renamed, statements joined; the module-level names every other module reaches are kept, checked);
 - the program is compressed with lzma (the .lzma container, 13 header bytes) or zlib, whichever is
   smaller, and base85-coded (the scan's decoders read both).
 
@@ -39,6 +41,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 WRAPPERS = ("auto", "lzma", "zlib")
+MINIFIERS = ("ast", "python-minifier")
+PYTHON_MINIFIER = "3.4.0"  # the version pyproject.toml pins: its output is part of the counted bytes
 _LOADER = "_I"
 
 
@@ -52,6 +56,7 @@ class Bundle:
     source_bytes: int  # the embedded modules' source as written
     minified_bytes: int  # the same after minification
     wrapper: str  # "lzma" or "zlib"
+    minifier: str = "ast"  # "ast", or "python-minifier X.Y.Z" (the version that printed it)
 
     @property
     def code_bytes(self) -> int:
@@ -344,10 +349,86 @@ def _same_tree(a: str, b: str) -> bool:
     return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
 
 
-def minify(tree: ast.Module) -> str:
+def minify(tree: ast.Module, minifier: str = "ast", name: str = "<module>") -> str:
+    """The module's source, small: `ast.unparse` re-indented ("ast"), or that text through
+    python-minifier ("python-minifier"; BundleError when it fails or changes the module's names)."""
     text = ast.unparse(ast.fix_missing_locations(tree))
+    if minifier == "python-minifier":
+        return _python_minifier(text, name)
     small = reindent(text)
     return small if _same_tree(small, text) else text
+
+
+def python_minifier_version() -> str:
+    """The installed python-minifier's version; BundleError when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("python-minifier")
+    except PackageNotFoundError:
+        raise BundleError(f"minifier 'python-minifier' needs the python-minifier package: pip install "
+                          f"python-minifier=={PYTHON_MINIFIER}") from None
+
+
+def _python_minifier(text: str, name: str) -> str:
+    """python-minifier with the settings that keep a bundled module's behaviour: local names renamed,
+    module-level names kept (other modules reach them as attributes), no literal hoisting (it costs
+    bytes after compression), asserts, `__debug__` blocks, positional-only parameters and
+    constant expressions kept as written. Checked: the result compiles and binds the same
+    module-level names."""
+    python_minifier_version()
+    import python_minifier
+
+    try:
+        out = python_minifier.minify(
+            text, filename=name, rename_locals=True, rename_globals=False, hoist_literals=False,
+            remove_literal_statements=True, remove_asserts=False, remove_debug=False, constant_folding=False,
+            convert_posargs_to_args=False, prefer_single_line=True,
+            remove_annotations=python_minifier.RemoveAnnotationsOptions(remove_class_attribute_annotations=False))
+    except Exception as e:  # noqa: BLE001 - any failure of the library is one line naming the module
+        raise BundleError(f"python-minifier failed on {name}: {type(e).__name__}: {e}") from None
+    try:
+        after = ast.parse(out)
+        compile(after, name, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise BundleError(f"python-minifier's output for {name} does not compile: {e}") from None
+    lost = module_names(ast.parse(text)) ^ module_names(after)
+    if lost:
+        raise BundleError(f"python-minifier changed the module-level names of {name}: {', '.join(sorted(lost))}")
+    return out
+
+
+def module_names(tree: ast.Module) -> set[str]:
+    """Names a module binds in its own namespace (definitions, imports, assignments at module level)."""
+    names: set[str] = set()
+    scopes = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+    def walk(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(child.name)
+                walk_outer(child)
+                continue
+            if isinstance(child, scopes):
+                continue
+            if isinstance(child, ast.alias):
+                names.add((child.asname or child.name).split(".")[0])
+            elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                names.add(child.id)
+            walk(child)
+
+    def walk_outer(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        """Decorators, bases and defaults run in the module's scope (a walrus there binds a module name)."""
+        outer: list[ast.AST] = [*node.decorator_list]
+        if isinstance(node, ast.ClassDef):
+            outer += [*node.bases, *node.keywords]
+        else:
+            outer += [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+        for part in outer:
+            walk(part)
+
+    walk(tree)
+    return names
 
 
 # ----------------------------------------------------------------------------- the bundle
@@ -454,7 +535,7 @@ def wrap(program: str, wrapper: str = "auto") -> tuple[str, str]:
 
 def build_bundle(sources: Mapping[str, str], entry: str, entry_call: str, *, prelude: str = "",
                  root: str = "pgolf", exclude: Iterable[str] = (), keep: Iterable[str] = (),
-                 shake_defs: bool = True, wrapper: str = "auto") -> Bundle:
+                 shake_defs: bool = True, wrapper: str = "auto", minifier: str = "ast") -> Bundle:
     """Bundle the import closure of module `entry` into one self-extracting script.
 
     sources: {"pgolf/x/y.py": source text} for the package `root` (posix paths from its parent).
@@ -463,7 +544,10 @@ def build_bundle(sources: Mapping[str, str], entry: str, entry_call: str, *, pre
     prelude: Python run first, before any module (e.g. starting a clock).
     exclude: modules never embedded; importing one raises ModuleNotFoundError when it runs.
     keep: names tree shaking must keep (besides those the code mentions).
+    minifier: "ast" (ast.unparse, one space per indent) or "python-minifier" (see `minify`).
     """
+    if minifier not in MINIFIERS:
+        raise BundleError(f"unknown minifier {minifier!r}; choose one of {', '.join(MINIFIERS)}")
     table = module_table(sources)
     if entry not in table:
         raise BundleError(f"entry module {entry} is not among the sources")
@@ -493,14 +577,15 @@ def build_bundle(sources: Mapping[str, str], entry: str, entry_call: str, *, pre
     if shake_defs:
         shake(trees, keep=_referenced([entry_tree]) | set(keep))
     order = _order(entry, trees)
-    minified = [(name, minify(trees[name])) for name in order]
+    minified = [(name, minify(trees[name], minifier, name)) for name in order]
     packages = {n for n in trees if table[n][1]} | {a for n in trees for a in _ancestors(n)}
     program = program_text(minified, packages, entry_call, prelude)
     compile(program, "<bundle>", "exec", dont_inherit=True)  # a syntax error here is a bug, not user input
     text, used = wrap(program, wrapper)
     return Bundle(text=text, program=program, modules=tuple(order),
                   source_bytes=sum(len(table[n][0].encode("utf-8")) for n in order),
-                  minified_bytes=sum(len(s.encode("utf-8")) for _, s in minified), wrapper=used)
+                  minified_bytes=sum(len(s.encode("utf-8")) for _, s in minified), wrapper=used,
+                  minifier=minifier if minifier == "ast" else f"{minifier} {python_minifier_version()}")
 
 
 def unwrap(text: str) -> str:

@@ -7,7 +7,8 @@
 3. Round trip before counting: decode the blob, check every tensor and the meta are identical, that
    the dequantized weights equal those of quant.safetensors bit for bit, and that the model builds.
 4. Build the submission file (`pgolf.pack.bundle`): the program of `pgolf.pack.submission` and the
-   pgolf modules it imports, minified and compressed, with the run's recipe (TrainConfig,
+   pgolf modules it imports, minified (`minifier`: ast.unparse, or python-minifier on top; a failure
+   is a ConfigError, never a fallback) and compressed, with the run's recipe (TrainConfig,
    QuantizeConfig, codec, evaluation) so that it can remake model.bin (`trainable`); check that it
    decodes to that program and that a static scan finds nothing it loads from outside (rules SIZE-3).
 5. Count: code_bytes = bytes of train_gpt.py, model_bytes = bytes of model.bin, against the limit
@@ -36,9 +37,9 @@ from pgolf import config as cfgmod
 from pgolf.artifacts import MANIFEST, Manifest
 from pgolf.artifacts.packed import CODE_FILE, CODE_FORMAT, MODEL_FILE, MODEL_FORMAT, REPORT_FILE, REPORT_FORMAT
 from pgolf.artifacts.quant import load_quant, train_manifest_of
-from pgolf.errors import ArtifactError
+from pgolf.errors import ArtifactError, ConfigError
 from pgolf.pack import FORMAT_VERSION, budget, decode_model, encode_model, entropy_report, inspect_model
-from pgolf.pack.bundle import build_bundle, unwrap
+from pgolf.pack.bundle import BundleError, build_bundle, unwrap
 from pgolf.pack.config import PackConfig
 from pgolf.pack.packed import packed_meta, unpack_model
 from pgolf.pack.reproduce import make_recipe
@@ -123,16 +124,21 @@ def build_submission(cfg, recipe_json: str | None = None) -> Any:
     recipe_json: the run's recipe (the file can then train); None leaves the training code out."""
     call = ENTRY_CALL.format(recipe=repr(recipe_json) if recipe_json is not None else "None")
     exclude = () if recipe_json is not None else (TRAINING,)
-    return _build_submission(tuple(sorted(package_sources().items())), call, exclude, cfg.shake, cfg.wrapper)
+    try:
+        return _build_submission(tuple(sorted(package_sources().items())), call, exclude, cfg.shake, cfg.wrapper,
+                                 cfg.minifier)
+    except BundleError as e:
+        hint = "pack with --set minifier=ast" if cfg.minifier != "ast" else "this is a bug in pgolf's bundler"
+        raise ConfigError(f"cannot build train_gpt.py: {e}", hint) from None
 
 
 @functools.lru_cache(maxsize=4)
 def _build_submission(sources: tuple[tuple[str, str], ...], call: str, exclude: tuple[str, ...], shake: bool,
-                      wrapper: str):
+                      wrapper: str, minifier: str = "ast"):
     """Cached by its inputs: the same pgolf and recipe build the same file once per process."""
 
     bundle = build_bundle(dict(sources), ENTRY, call, prelude=PRELUDE, exclude=exclude, shake_defs=shake,
-                          wrapper=wrapper)
+                          wrapper=wrapper, minifier=minifier)
     if unwrap(bundle.text) != bundle.program:
         raise AssertionError("the submission file does not decode to its program")
     scan = scan_code(bundle.text)
@@ -220,6 +226,7 @@ def _pack(cfg, quant_dir: Path, output: runner.Output) -> Manifest:
         "train_seq_len": seq_len, "eval": cfgmod.to_dict(eval_cfg),
         "code_modules": len(bundle.modules), "code_source_bytes": bundle.source_bytes,
         "code_minified_bytes": bundle.minified_bytes, "code_wrapper": bundle.wrapper,
+        "code_minifier": bundle.minifier,
         "requirements": requirements, "trainable": cfg.trainable,
     }
     report = {"format": REPORT_FORMAT, **metrics, "modules": list(bundle.modules), "tensors": entropy["tensors"]}

@@ -162,30 +162,124 @@ class _TooLarge(_Unresolved):
     """A payload the scan refuses to decode: it expands beyond the bound (the message says which)."""
 
 
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, *_COMPREHENSIONS)
+
+
 class _Scanner(ast.NodeVisitor):
     def __init__(self, scan: CodeScan, tree: ast.Module, where: str, depth: int, local_modules: frozenset[str]):
         self.scan, self.where, self.depth, self.local_modules = scan, where, depth, local_modules
-        self.aliases: dict[str, str] = {}
-        self.assigned: dict[str, ast.AST | None] = {}  # name -> its only assigned value (None: several)
+        # Import aliases and single assignments per scope (module, function, lambda, class), so that a
+        # short name a minifier reuses in many functions (`import numpy as A` here, `import torch as A`
+        # there) is read in the scope it belongs to: (scope id, name) -> module / its only value.
+        self.aliases: dict[tuple[int, str], str] = {}
+        self.assigned: dict[tuple[int, str], ast.AST | None] = {}  # None: assigned several times in that scope
+        self.bound: dict[int, set[str]] = {0: set()}  # names each scope binds (0: the module)
+        self.chain: dict[int, tuple[int, ...]] = {}  # id(node) -> its scopes, innermost first
         self.renamed: set[str] = set()  # names that hide exec/eval/compile or the builtins module under another name
         self.globbed: set[int] = set()  # literal glob patterns already judged by their glob call (DATA-3)
+        self.classes: set[int] = set()
+        self.comprehensions: set[int] = set()
         self.tree = tree
-        for node in ast.walk(tree):  # aliases and single assignments, from every scope
-            if isinstance(node, ast.Import):
-                for a in node.names:
-                    self.aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-                    if a.name == "builtins" and a.asname not in (None, "builtins"):
-                        self.renamed.add(a.asname)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                for a in node.names:
-                    self.aliases[a.asname or a.name] = f"{node.module}.{a.name}"
-                    if node.module == "builtins" and a.name in BUILTIN_CODE and a.asname not in (None, a.name):
-                        self.renamed.add(a.asname)
-            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for t in targets:
-                    if isinstance(t, ast.Name):
-                        self.assigned[t.id] = node.value if t.id not in self.assigned else None
+        self._index(tree, (0,), frozenset())
+
+    def _index(self, node: ast.AST, chain: tuple[int, ...], declared_global: frozenset[str]) -> None:
+        """Record every node's scope chain, and each scope's bindings, aliases and single assignments.
+        Scopes: the module (0), functions, lambdas, classes, comprehensions; a function's names resolve
+        past an enclosing class body, as Python's do; `global x` binds x in the module."""
+        for child in ast.iter_child_nodes(node):
+            self._node(child, chain, declared_global)
+
+    def _node(self, child: ast.AST, chain: tuple[int, ...], declared_global: frozenset[str]) -> None:
+        self.chain[id(child)] = chain
+        if not isinstance(child, _SCOPES):
+            self._bind(child, chain, declared_global)
+            self._index(child, chain, declared_global)
+            return
+        outer: list[ast.AST] = []  # evaluated in the enclosing scope
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            self.bound.setdefault(0 if child.name in declared_global else chain[0], set()).add(child.name)
+            outer += child.decorator_list
+        if isinstance(child, ast.ClassDef):
+            outer += [*child.bases, *child.keywords]
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            outer += [*child.args.defaults, *(d for d in child.args.kw_defaults if d is not None)]
+        for part in outer:
+            self._node(part, chain, declared_global)
+        scope = id(child)
+        self.bound[scope] = set()
+        if isinstance(child, ast.ClassDef):
+            self.classes.add(scope)
+            inner = (scope, *chain)
+        else:
+            inner = (scope, *(c for c in chain if c not in self.classes))
+        if isinstance(child, _COMPREHENSIONS):
+            self.comprehensions.add(scope)
+            body: list[ast.AST] = [*child.generators, *([child.key, child.value] if isinstance(child, ast.DictComp)
+                                                       else [child.elt])]
+            inner_global = declared_global
+        else:
+            body = list(child.body) if isinstance(child.body, list) else [child.body]
+            inner_global = frozenset(n for stmt in body for sub in ast.walk(stmt) if isinstance(sub, ast.Global)
+                                     for n in sub.names)
+            if not isinstance(child, ast.ClassDef):
+                args = child.args
+                self.bound[scope].update(arg.arg for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs,
+                                                             args.vararg, args.kwarg) if arg is not None)
+        for part in body:
+            self._node(part, inner, inner_global)
+
+    def _bind(self, node: ast.AST, chain: tuple[int, ...], declared_global: frozenset[str]) -> None:
+        """What one node binds in the innermost scope of `chain` (or the module, for a `global` name)."""
+
+        def scope_of(name: str, walrus: bool = False) -> int:
+            scopes = [c for c in chain if c not in self.comprehensions] if walrus else chain
+            scope = 0 if name in declared_global or not scopes else scopes[0]
+            self.bound.setdefault(scope, set()).add(name)
+            return scope
+
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                name = a.asname or a.name.split(".")[0]
+                self.aliases[(scope_of(name), name)] = a.name if a.asname else a.name.split(".")[0]
+                if a.name == "builtins" and a.asname not in (None, "builtins"):
+                    self.renamed.add(a.asname)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                name = a.asname or a.name
+                self.aliases[(scope_of(name), name)] = f"{node.module}.{a.name}"
+                if node.module == "builtins" and a.name in BUILTIN_CODE and a.asname not in (None, a.name):
+                    self.renamed.add(a.asname)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            scope_of(node.id)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    key = (scope_of(t.id), t.id)
+                    self.assigned[key] = node.value if key not in self.assigned else None
+        elif isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
+            key = (scope_of(node.target.id, walrus=True), node.target.id)
+            self.assigned[key] = node.value if key not in self.assigned else None
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            self.assigned[(scope_of(node.target.id), node.target.id)] = None  # built at run time
+
+    def _scope(self, node: ast.Name) -> int | None:
+        """The scope whose binding of the name this occurrence reads (None: a builtin or an unbound name)."""
+        for scope in self.chain.get(id(node), (0,)):
+            if node.id in self.bound.get(scope, ()):
+                return scope
+        return None
+
+    def alias_of(self, node: ast.Name) -> str | None:
+        """The module (or module.name) an occurrence of an imported name refers to, in its own scope."""
+        scope = self._scope(node)
+        return None if scope is None else self.aliases.get((scope, node.id))
+
+    def value_of(self, node: ast.Name) -> ast.AST | None:
+        """The only value assigned to the name in the scope this occurrence reads; None when several or none."""
+        scope = self._scope(node)
+        return None if scope is None else self.assigned.get((scope, node.id))
 
     # ------------------------------------------------------------------ names and values
 
@@ -203,7 +297,7 @@ class _Scanner(ast.NodeVisitor):
             return ".".join([inner, *reversed(parts)]) if inner else ".".join(reversed(parts))
         if not isinstance(node, ast.Name):
             return ".".join(reversed(parts))
-        parts.append(self.aliases.get(node.id, node.id))
+        parts.append(self.alias_of(node) or node.id)
         return ".".join(reversed(parts))
 
     def reads_file(self, node: ast.AST, seen: frozenset[str] = frozenset()) -> bool:
@@ -218,7 +312,7 @@ class _Scanner(ast.NodeVisitor):
                                 for s in ast.walk(sub.func))
                 if last in ("read", "readlines") and not in_memory:
                     return True
-            elif isinstance(sub, ast.Name) and sub.id not in seen and (source := self.assigned.get(sub.id)) is not None:
+            elif isinstance(sub, ast.Name) and sub.id not in seen and (source := self.value_of(sub)) is not None:
                 if self.reads_file(source, seen | {sub.id}):
                     return True
         return False
@@ -227,7 +321,7 @@ class _Scanner(ast.NodeVisitor):
         """Evaluate an expression built only from literals and DECODERS; raise _Unresolved otherwise."""
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             return node.value
-        if isinstance(node, ast.Name) and node.id not in seen and (source := self.assigned.get(node.id)) is not None:
+        if isinstance(node, ast.Name) and node.id not in seen and (source := self.value_of(node)) is not None:
             return self.resolve(source, seen | {node.id})
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             left, right = self.resolve(node.left, seen), self.resolve(node.right, seen)
@@ -293,7 +387,7 @@ class _Scanner(ast.NodeVisitor):
         see: `d + "/*.bin"`, f"{d}/x_{i}.bin", os.path.join(d, "x"), Path(d) / "x"."""
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return [node.value]
-        if isinstance(node, ast.Name) and node.id not in seen and (source := self.assigned.get(node.id)) is not None:
+        if isinstance(node, ast.Name) and node.id not in seen and (source := self.value_of(node)) is not None:
             return self.segments(source, seen | {node.id})
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Div)):
             sep = ["/"] if isinstance(node.op, ast.Div) else []
@@ -337,9 +431,9 @@ class _Scanner(ast.NodeVisitor):
         """The expression is the builtins module or its dict, reached dynamically (`__builtins__`,
         `globals()["__builtins__"]`, `vars(builtins)`, `__import__("builtins")`, `sys.modules["builtins"]`)."""
         if isinstance(node, ast.Name):
-            if node.id == "__builtins__" or self.aliases.get(node.id) == "builtins":
+            if node.id == "__builtins__" or self.alias_of(node) == "builtins":
                 return True
-            source = self.assigned.get(node.id) if node.id not in seen else None
+            source = self.value_of(node) if node.id not in seen else None
             return source is not None and self.builtins_namespace(source, seen | {node.id})
         if isinstance(node, ast.Attribute):
             return node.attr == "__builtins__" or (node.attr == "__dict__" and self.builtins_namespace(node.value, seen))
@@ -368,7 +462,7 @@ class _Scanner(ast.NodeVisitor):
             return key(node.slice)
         if isinstance(node, ast.Attribute) and node.attr in BUILTIN_CODE:
             plain = isinstance(node.value, ast.Name) and node.value.id == "builtins" \
-                and self.aliases.get("builtins") == "builtins"
+                and self.alias_of(node.value) == "builtins"
             if not plain and (self.builtins_namespace(node.value)
                               or (isinstance(node.value, ast.Name) and node.value.id in self.renamed)):
                 return node.attr
@@ -511,7 +605,7 @@ class _Scanner(ast.NodeVisitor):
         self.hidden_builtin(node)
         hidden = self.builtin_lookup(node.func)
         called = node.func.id if isinstance(node.func, ast.Name) else None
-        src = self.assigned.get(called) if called is not None and called not in BUILTIN_CODE else None
+        src = self.value_of(node.func) if isinstance(node.func, ast.Name) and called not in BUILTIN_CODE else None
         renamed = called is not None and (called in self.renamed or (isinstance(src, ast.Name)
                                                                       and src.id in BUILTIN_CODE))
         if renamed:
