@@ -45,13 +45,15 @@ def test_the_tiny_model_packs_within_the_budget(pack_dir, quant_dir):
     # (64,489 with Parallel Muon, the shape-checked model build and bounded decoding in the training code;
     # 68,554 with the records' model switches and export/TTT recipe keys, of which ~2,100 the latter;
     # 70,068 with PR #2135's model switches: sparse attention gate, windowed smear, lanes, AsymLogit;
-    # about 73,300 with its per-class SDClip, LQER and per-group layout)
-    assert len(code) < 74_000
+    # about 73,300 with its per-class SDClip, LQER and per-group layout; 75,397 with the evaluation's
+    # chunk windows and partial-reset ledger, its n-gram tilt and LoRA modules left out unless used)
+    assert len(code) < 76_500
     doc = json.loads(invoke("pack", quant_dir, "--out", pack_dir.parent / "p-json", "--codec", "zstd",
                             "--set", "trainable=false", "--json").stdout)
     assert list(doc) == list(JSON_KEYS) and doc["codec"] == "zstd" and doc["fits"] is True
-    # no training code (39,540 -> about 40,900 with the per-group layout's and LQER's decoders)
-    assert doc["code_bytes"] < 41_500 and doc["code_bytes"] < len(code) - 15_000
+    # no training code (39,540 -> about 40,900 with the per-group layout's and LQER's decoders; 42,852
+    # with the chunk windows and partial-reset ledger of PR #2135's evaluation)
+    assert doc["code_bytes"] < 44_000 and doc["code_bytes"] < len(code) - 15_000
     assert "pgolf.pack.reproduce" not in read_report(pack_dir.parent / "p-json")["modules"]
 
 

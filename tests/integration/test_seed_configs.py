@@ -25,7 +25,7 @@ SEEDS = {
     "int5-qat-ttt": ("int5-qat-ttt", "zstd", "ttt"),
     "banked-ve": ("banked-ve", "zstd", "ttt"),
     "recurrence": ("recurrence", "lzma", "ttt"),
-    "sota": ("sota", "pergroup", "sliding"),
+    "sota": ("sota", "pergroup", "ttt"),
 }
 
 

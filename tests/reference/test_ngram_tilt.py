@@ -131,3 +131,40 @@ def test_adjusted_nll_equals_the_record(ont):
     assert bool((tgt[gate] == hint[gate]).any()) and bool((tgt[gate] != hint[gate]).any())
     full = nt.tilted_log_probs(lp, hint, gate, beta)
     torch.testing.assert_close(-full.gather(-1, tgt.unsqueeze(-1)).squeeze(-1), theirs, rtol=0, atol=1e-6)
+
+
+def test_tilted_eval_scores_equal_the_records_tilt_path(ont, tokenizer):
+    """`evaluate(..., tilt="ngram")` against #2135's scoring path on the same logits and token history: its
+    hint builder over the targets with the launch's settings, the NLL and the hint's log-prob from one
+    log-softmax (its forward_ttt), its `apply_tilt_to_ptl_torch_fast`; per position and per ledger chunk."""
+    from pgolf.eval import EvalConfig, evaluate
+    from pgolf.eval.scoring import tilted_nll_of
+    from pgolf.model import GPT, ModelConfig
+
+    targets = synthetic_targets()[:1535]
+    tokens = np.concatenate([[1], targets]).astype(np.int64)  # a val stream: BOS, then the targets
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=8192, num_layers=1, model_dim=32, num_heads=2, num_kv_heads=1)).eval()
+    with torch.no_grad():  # random weights everywhere: peaked, context-dependent distributions
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.3)
+    x, y = torch.from_numpy(tokens[None, :-1]), torch.from_numpy(tokens[None, 1:])
+    pkg = ont.build_hints_for_targets(target_token_ids_np=targets, tokenizer_path=str(tokenizer), vocab_size=8192,
+                                      log0=lambda *a: None, **RECORD_SETTINGS)
+    hint, gate, boost = (torch.from_numpy(pkg[k])[None] for k in ("hint_ids", "gate_mask", "boost"))
+    assert int(gate.sum()) > 50  # the tilt fires on this stream
+    with torch.no_grad():
+        lp = torch.log_softmax(model(x).float(), dim=-1)
+        ptl = -lp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        log_q = lp.gather(-1, hint.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        theirs = ont.apply_tilt_to_ptl_torch_fast(ptl, log_q, y, hint, gate, boost)[0].double()
+        ours_tilt = tuple(torch.from_numpy(a)[None] for a in nt.position_tilt(tokens, nt.TiltConfig()))
+        ours = tilted_nll_of(model)(x, y, *ours_tilt)
+    for a, b in zip(ours_tilt, (hint, gate, boost)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(ours[0].double(), theirs, rtol=0, atol=2e-5)
+    cfg = EvalConfig(mode="plain", seq_len=2048, chunk_tokens=256, time_budget_s=0, tilt="ngram")
+    result = evaluate(model, tokens, np.ones_like(tokens), cfg, bos_id=1)
+    for e in result.ledger.entries:
+        assert abs(e.nll_sum - float(theirs[e.start : e.end].sum())) < 1e-3, e.index

@@ -24,7 +24,9 @@ class Mode(str, enum.Enum):
            "  pgolf ttt-eval runs/r1/pack --data runs/r1/data            # sliding, stride 64 -> runs/r1/eval\n\n"
            "  pgolf ttt-eval runs/r1/pack --data DIR --out runs/r1/eval --mode ttt --compare-plain --json\n\n"
            "  torchrun --standalone --nproc_per_node=8 -m pgolf ttt-eval runs/r1/pack --data DIR --mode ttt\n\n"
-           "  pgolf ttt-eval runs/r1/pack --data DIR --mode ttt --set time_budget_s=180 --set ttt.epochs=1",
+           "  pgolf ttt-eval runs/r1/pack --data DIR --mode ttt --set time_budget_s=180 --set ttt.epochs=1\n\n"
+           "  pgolf ttt-eval runs/r1/pack --data DIR --set tilt=ngram              # PR #2135's n-gram tilt\n\n"
+           "  pgolf ttt-eval runs/r1/pack --data DIR --config sota-eval.toml       # its phased LoRA TTT (docs/eval.md)",
 )
 def ttt_eval_command(
     pack: Annotated[Path, typer.Argument(help="A pack directory (`pgolf pack`): its model.bin is what is scored.")],

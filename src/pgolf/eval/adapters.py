@@ -45,6 +45,13 @@ class ChunkInfo:
     end: int
     num_chunks: int
     progress: float
+    segment: tuple[int, int] = (0, 0)  # the positions [start, end) of its segment (document or stream)
+    segment_index: int = 0
+
+    @property
+    def segment_end(self) -> bool:
+        """The chunk is its segment's last (an adapter that `adapts_at_document_end` is called for it)."""
+        return self.end == self.segment[1]
 
 
 class Adapter(Protocol):
@@ -69,6 +76,12 @@ class Adapter(Protocol):
     def close(self) -> None:
         """Leave the model as it was given (weights, hooks, requires_grad)."""
         ...
+
+
+def adapts_at_document_end(adapter: Adapter) -> bool:
+    """Whether the loop calls `adapt` after a document's last chunk too (in per-document modes): an adapter
+    whose phase ends there (PR #2135's global pass over the scored prefix). Default: no."""
+    return bool(getattr(adapter, "adapts_at_document_end", False))
 
 
 def block_index(name: str) -> int | None:

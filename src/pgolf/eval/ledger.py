@@ -98,12 +98,17 @@ class LedgerEntry:
     params_before: str
     params_after: str
     reset: bool = False  # the adapter was reset to its initial state just before this entry was scored
+    # The adapter dropped part of its state just before this entry (a new document under doc_windows: the
+    # phased LoRA zeroes its B factors and optimizer moments); what it kept came from recorded steps.
+    partial_reset: bool = False
     steps: list[AdaptStep] = dataclasses.field(default_factory=list)
     adapt: str = "none"  # what followed: "adapted", "none", or why not ("last", "deadline", ...)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["steps"] = [s.to_dict() for s in self.steps]
+        if not self.partial_reset:  # written only where it happened (ledgers of other evals are unchanged)
+            del d["partial_reset"]
         return {"kind": "chunk", **d}
 
     @classmethod
@@ -147,10 +152,12 @@ class ScoreLedger:
     # ------------------------------------------------------------------ writing
 
     def commit(self, start: int, end: int, losses: np.ndarray, target_bytes: np.ndarray,
-               params_before: str, params_after: str, reset: bool = False) -> LedgerEntry:
+               params_before: str, params_after: str, reset: bool = False,
+               partial_reset: bool = False) -> LedgerEntry:
         """Commit the scores of positions [start, end): fp32 `losses` and int `target_bytes`, one per position.
 
-        `reset`: the adapter was reset to its initial state just before (document-independent mode).
+        `reset`: the adapter was reset to its initial state just before (document-independent mode);
+        `partial_reset`: it dropped part of its state (doc_windows mode, a new document).
         """
         start, end = int(start), int(end)
         if start != self.committed_end:
@@ -174,7 +181,8 @@ class ScoreLedger:
         entry = LedgerEntry(
             index=len(self._entries), start=start, end=end, count=end - start,
             nll_sum=exact_sum(losses), byte_sum=int(np.asarray(target_bytes, dtype=np.int64).sum()),
-            loss_sha256=loss_digest(losses), params_before=params_before, params_after=params_after, reset=reset)
+            loss_sha256=loss_digest(losses), params_before=params_before, params_after=params_after, reset=reset,
+            partial_reset=bool(partial_reset))
         self._entries.append(entry)
         return entry
 
@@ -354,7 +362,8 @@ def check_ledger(text: str, *, num_positions: int | None = None, val_bytes: int 
         if (i == 0 or e.reset) and e.params_before != header.get("params_initial"):
             problems.append(f"{where}: scored from parameters other than the initial ones"
                             + (" after a reset" if i else ""))
-        elif i > 0 and not e.reset and not entries[i - 1].steps and entries[i - 1].params_after != e.params_before:
+        elif i > 0 and not (e.reset or e.partial_reset) and not entries[i - 1].steps \
+                and entries[i - 1].params_after != e.params_before:
             problems.append(f"{where}: parameters changed after entry {i - 1} without a recorded adaptation step")
         for step in e.steps:
             if step.committed != e.end:

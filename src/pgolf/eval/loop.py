@@ -11,6 +11,11 @@ For each chunk of the validation stream, in order (techniques.md §6.3; rules TT
    adapter train on committed spans, then close the view.
 
 val_bpb is computed from the ledger. Plain and sliding evaluation are the same loop without step 5.
+
+With `tilt = "ngram"` (every mode) step 2 scores the tilted distribution: each position's hint comes
+from the n-gram over the targets before it (`pgolf.eval.ngram_tilt.position_tilt`), so it is fixed
+before the position is scored; the ledger header records the tilt. Adaptation trains on the model's
+own NLL, as PR #2135 does.
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ import torch
 
 from pgolf.config import to_dict
 from pgolf.errors import ConfigError, DataError, LegalityError
-from pgolf.eval.adapters import Adapter, ChunkInfo, GradientAdapter
+from pgolf.eval.adapters import Adapter, ChunkInfo, GradientAdapter, adapts_at_document_end
 from pgolf.eval.checksum import model_checksum
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.dist import World
 from pgolf.eval.ledger import LedgerEntry, ScoreLedger
-from pgolf.eval.scoring import autocast_for, score_windows, token_nll_of
+from pgolf.eval.scoring import PositionTilt, autocast_for, score_windows, tilted_nll_of, token_nll_of
 from pgolf.eval.view import CommittedView
-from pgolf.eval.windows import chunk_ranges, document_segments, sliding_windows
+from pgolf.eval.windows import chunk_ranges, chunk_window, document_segments, sliding_windows
 
 
 @dataclasses.dataclass
@@ -45,6 +50,7 @@ class EvalResult:
     adapt_time_s: float
     warmup_time_s: float
     adapt_stopped_at: int | None  # first chunk the time budget kept from adapting, if any
+    tilt_time_s: float = 0.0  # building the n-gram tilt's hints (on the eval clock)
 
     def summary(self) -> dict[str, Any]:
         s = self.ledger.summary()
@@ -52,7 +58,8 @@ class EvalResult:
                 "val_tokens": s["val_tokens"], "val_bytes": s["val_bytes"], "num_chunks": s["num_chunks"],
                 "adapted_chunks": s["adapted_chunks"], "adapt_steps": s["adapt_steps"],
                 "score_time_s": self.score_time_s, "adapt_time_s": self.adapt_time_s,
-                "warmup_time_s": self.warmup_time_s, "adapt_stopped_at": self.adapt_stopped_at}
+                "warmup_time_s": self.warmup_time_s, "adapt_stopped_at": self.adapt_stopped_at,
+                "tilt_time_s": self.tilt_time_s}
 
     @property
     def val_bpb(self) -> float:
@@ -92,9 +99,23 @@ def synthetic_warmup(forward: Callable, cfg: EvalConfig, vocab_size: int, device
     x = torch.randint(0, vocab_size, (cfg.batch_seqs, cfg.seq_len), generator=gen).to(device)
     y = torch.randint(0, vocab_size, (cfg.batch_seqs, cfg.seq_len), generator=gen).to(device)
     with torch.inference_mode(), autocast_for(device, cfg.autocast):
-        forward(x, y)
+        if cfg.tilt_config is None:
+            forward(x, y)
+        else:  # random hints, half of them gated
+            hint = torch.randint(0, vocab_size, x.shape, generator=gen).to(device)
+            gate = (torch.rand(x.shape, generator=gen) < 0.5).to(device)
+            forward(x, y, hint, gate, torch.full(x.shape, cfg.tilt_boost, device=device))
     if adapter is not None:
         adapter.warmup(vocab_size)
+
+
+def make_adapter(model: torch.nn.Module, cfg: EvalConfig, world: World) -> Adapter:
+    """The adapter `cfg.ttt.method` names: the records' chunk training, or PR #2135's phased LoRA."""
+    if cfg.ttt.method == "phased_lora":
+        from pgolf.eval.lora_ttt import PhasedLoRAAdapter
+
+        return PhasedLoRAAdapter(model, cfg.ttt, cfg.seq_len, world=world, autocast=cfg.autocast)
+    return GradientAdapter(model, cfg.ttt, cfg.ttt_seq_len, world=world, autocast=cfg.autocast, compile=cfg.compile)
 
 
 def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_bytes: np.ndarray, cfg: EvalConfig,
@@ -123,18 +144,18 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
     device = next(model.parameters()).device
     num_positions = tokens_np.shape[0] - 1
     stream = torch.from_numpy(tokens_np.astype(np.int32)).to(device)
-    segments = (document_segments(tokens_np, bos_id) if cfg.doc_independent
+    segments = (document_segments(tokens_np, bos_id) if cfg.per_document
                 else np.array([[0, num_positions]], dtype=np.int64))
     chunks = chunk_ranges(segments, cfg.chunk_tokens)
     num_chunks = len(chunks)
     stride = cfg.window_stride
 
     model.eval()
-    token_nll = token_nll_of(model)
+    tilt_cfg = cfg.tilt_config
+    token_nll = token_nll_of(model) if tilt_cfg is None else tilted_nll_of(model)
     forward = torch.compile(token_nll, dynamic=False) if cfg.compile else token_nll
     if cfg.mode == "ttt" and adapter is None:
-        adapter = GradientAdapter(model, cfg.ttt, cfg.ttt_seq_len, world=world, autocast=cfg.autocast,
-                                  compile=cfg.compile)
+        adapter = make_adapter(model, cfg, world)
 
     def checksum() -> str:
         return model_checksum(model, adapter.state() if adapter is not None else None)
@@ -152,8 +173,22 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
             raise LegalityError("the warm-up changed the parameters; it must leave the model as loaded")
     warmup_time = clock() - t0
 
+    tilt: PositionTilt | None = None
+    tilt_time = 0.0
+    tilt_meta: dict[str, Any] = {}
+    if tilt_cfg is not None:
+        from pgolf.eval.ngram_tilt import position_tilt  # here: a submission file without the tilt leaves it out
+
+        t0 = clock()
+        hint, gate, beta = position_tilt(tokens_np, tilt_cfg)
+        tilt = (torch.from_numpy(hint).to(device), torch.from_numpy(gate).to(device), torch.from_numpy(beta).to(device))
+        tilt_time = clock() - t0
+        tilt_meta = {"tilt": {"kind": cfg.tilt, "order": tilt_cfg.order, "threshold": tilt_cfg.threshold,
+                              "boost": tilt_cfg.boost, "gated_positions": int(gate.sum()),
+                              "source": "online n-gram over the scored targets before each position"}}
+
     header = {"mode": cfg.mode, "config": to_dict(cfg), "num_tokens": int(tokens_np.shape[0]),
-              "seq_len": cfg.seq_len, "stride": stride, "world_size": world.size, **(meta or {})}
+              "seq_len": cfg.seq_len, "stride": stride, "world_size": world.size, **tilt_meta, **(meta or {})}
     ledger = ScoreLedger(num_positions, initial, header)
     score_time = adapt_time = 0.0
     max_adapt = 0.0
@@ -169,6 +204,7 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
         for k, (c0, c1, seg) in enumerate(chunks.tolist()):
             seg_start, seg_end = segments[seg].tolist()
             reset = False
+            partial = False
             if adapter is not None and cfg.doc_independent and c0 == seg_start and dirty:
                 adapter.reset()  # a new document starts from the artifact's weights (PR #77)
                 dirty, reset = False, True
@@ -176,23 +212,29 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
                 if current != initial:
                     raise LegalityError(f"the adapter's reset before chunk {k} did not restore the initial "
                                         "parameters: documents would not be independent (rules TTT-8)")
+            elif adapter is not None and cfg.doc_windows and not cfg.doc_independent and c0 == seg_start and k > 0:
+                adapter.reset()  # the adapter's own per-document reset; it may keep state (recorded as partial)
+                dirty, partial = False, True
+                current = checksum()
 
             t = clock()
-            windows = sliding_windows((seg_start, seg_end), (c0, c1), cfg.seq_len, stride)
+            windows = (chunk_window((seg_start, seg_end), (c0, c1), cfg.seq_len) if cfg.chunk_windows
+                       else sliding_windows((seg_start, seg_end), (c0, c1), cfg.seq_len, stride))
             losses = score_windows(forward, stream, windows, seq_len=cfg.seq_len, batch_seqs=cfg.batch_seqs,
-                                   autocast=cfg.autocast, fixed_shape=cfg.compile, world=world)
+                                   autocast=cfg.autocast, fixed_shape=cfg.compile, world=world, tilt=tilt)
             after = checksum()
             sync()
             score_time += clock() - t
             if after != current:
                 raise LegalityError(f"parameters changed while chunk {k} (positions [{c0}, {c1})) was scored: "
                                     "scoring must not adapt (rules TTT-1)")
-            entry = ledger.commit(c0, c1, losses.numpy(), token_bytes[c0 + 1 : c1 + 1], current, after, reset=reset)
+            entry = ledger.commit(c0, c1, losses.numpy(), token_bytes[c0 + 1 : c1 + 1], current, after, reset=reset,
+                                  partial_reset=partial)
             if adapter is not None:  # positions [c0, c1) are scored: their inputs and targets are now readable
                 committed[c0 : c1 + 1] = stream[c0 : c1 + 1]
 
             if adapter is not None:
-                if k == num_chunks - 1 or c1 == seg_end:
+                if k == num_chunks - 1 or (c1 == seg_end and not (cfg.doc_windows and adapts_at_document_end(adapter))):
                     ledger.mark("last")  # nothing scored after it could use what it would learn
                 elif stopped_at is not None:
                     ledger.mark("deadline")
@@ -207,7 +249,7 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
                         floor = seg_start if cfg.doc_independent else 0
                         view = CommittedView(committed, ledger, device, world, floor=floor)
                         try:
-                            adapter.adapt(view, ChunkInfo(k, c0, c1, num_chunks, progress))
+                            adapter.adapt(view, ChunkInfo(k, c0, c1, num_chunks, progress, (seg_start, seg_end), seg))
                         finally:
                             view.close()
                         current = checksum()
@@ -226,4 +268,4 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray | torch.Tensor, token_by
             adapter.close()
 
     assert ledger.complete, "the chunks must tile the stream"
-    return EvalResult(cfg.mode, ledger, score_time, adapt_time, warmup_time, stopped_at)
+    return EvalResult(cfg.mode, ledger, score_time, adapt_time, warmup_time, stopped_at, tilt_time)

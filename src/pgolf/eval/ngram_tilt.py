@@ -1,5 +1,4 @@
-"""Token-only online n-gram tilt (#2135; from PR #1145, legal per PR #1514): a building block, not yet wired
-into the eval loop or the stages.
+"""Token-only online n-gram tilt (#2135; from PR #1145, legal per PR #1514): the eval option `tilt = "ngram"`.
 
 An online n-gram model over the scored stream proposes at most one *hint* token per position from the
 strict prefix; where its confidence clears a threshold, the model's distribution is tilted towards it
@@ -26,7 +25,6 @@ are not implemented here.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 from pgolf.config import check
+from pgolf.eval.config import MAX_ORDER, TiltConfig  # TiltConfig lives with the eval keys (no numpy import there)
 
 # online_ngram_state.c's hash constants: reproducing its hints needs the same keys.
 _COEFFS = (36313, 27191, 51647, 81929, 131071, 196613, 262147, 393241, 524309, 655373, 786433, 917521,
@@ -41,23 +40,7 @@ _COEFFS = (36313, 27191, 51647, 81929, 131071, 196613, 262147, 393241, 524309, 6
            2359319, 2490389, 2621471, 2752549, 2883617, 3014687, 3145757, 3276833, 3407903, 3538973)
 _PAIR_MIX = 1000003
 _MASK64 = (1 << 64) - 1
-MAX_ORDER = len(_COEFFS) + 1  # the context hash has one coefficient per context slot
-
-
-@dataclasses.dataclass(frozen=True)
-class TiltConfig:
-    """order: n-gram order (context = order - 1 tokens); threshold: minimum hint confidence to tilt;
-    boost: beta, the log-odds added to the hinted token. Defaults: #2135's TOKEN_ORDER=16,
-    TOKEN_THRESHOLD=0.800, TOKEN_BOOST=2.625."""
-
-    order: int = 16
-    threshold: float = 0.8
-    boost: float = 2.625
-
-    def __post_init__(self) -> None:
-        check(1 <= self.order <= MAX_ORDER, "ngram_tilt.order", f"must be in [1, {MAX_ORDER}]")
-        check(0.0 < self.threshold <= 1.0, "ngram_tilt.threshold", "must be in (0, 1]")
-        check(math.isfinite(self.boost) and self.boost >= 0.0, "ngram_tilt.boost", "must be finite and >= 0")
+assert MAX_ORDER == len(_COEFFS) + 1  # the context hash has one coefficient per context slot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +164,17 @@ def gate_hints(hints: NgramHints, cfg: TiltConfig) -> tuple[np.ndarray, np.ndarr
             np.where(gate, np.float32(cfg.boost), np.float32(0.0)).astype(np.float32))
 
 
+def position_tilt(tokens: np.ndarray, cfg: TiltConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hint ids int64, gate bool, beta float32) [N - 1] per position of a validation stream `tokens` [N].
+
+    Position p predicts tokens[p + 1]; its hint comes from tokens[1 .. p] only, the targets already
+    scored before it (#2135's convention: the n-gram runs over the targets, tokens[1:], its first
+    target pushed once without counting). Nothing at p reads tokens[p + 1] or later.
+    """
+    toks = np.asarray(tokens).reshape(-1)
+    return gate_hints(token_ngram_hints(toks[1:], cfg.order), cfg)
+
+
 def tilt_nll(nll: torch.Tensor, log_q_hint: torch.Tensor, target: torch.Tensor, hint: torch.Tensor,
              gate: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
     """Closed-form tilted NLL per position (float64): nll - beta [y == h] + log1p(q_h expm1(beta)) where gated."""
@@ -206,13 +200,13 @@ class TiltedScorer:
     """A probe Scorer (`pgolf.verify.probes`) that tilts a base scorer with window-local hints.
 
     Position t of a window scores the token after idx[:, t]; its hint comes from the n-gram state
-    after idx[:, :t + 1] of that window (no prefix). The eval path will keep one state over the whole
-    val stream instead; the probes check the same properties (normalization, target independence).
+    after idx[:, :t + 1] of that window (no prefix). The eval keeps one state over the whole val stream
+    instead (`position_tilt`); the probes check the same properties (normalization, target independence).
     """
 
-    def __init__(self, base, cfg: TiltConfig = TiltConfig()):
+    def __init__(self, base, cfg: TiltConfig | None = None):
         self.base = base
-        self.cfg = cfg
+        self.cfg = cfg or TiltConfig()
 
     def hints(self, idx_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = idx_BT.cpu().numpy()

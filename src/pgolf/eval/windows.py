@@ -76,6 +76,16 @@ def sliding_windows(segment: tuple[int, int], span: tuple[int, int], seq_len: in
     return np.stack([ctx, start, end], axis=1)
 
 
+def chunk_window(segment: tuple[int, int], span: tuple[int, int], seq_len: int) -> np.ndarray:
+    """[1, 3] int64: the one window that scores the chunk `span` = (a, b) of `segment` = (s, e) from the
+    `seq_len` tokens (at most) that end at its end: (max(s, b - seq_len), a, b). PR #2135's TTT scoring
+    (its `_compute_chunk_window`); needs b - a <= seq_len."""
+    s, e = segment
+    a, b = span
+    assert s <= a < b <= e and b - a <= seq_len
+    return np.array([[max(s, b - seq_len), a, b]], dtype=np.int64)
+
+
 def count_windows(num_positions: int, seq_len: int, stride: int) -> int:
     """How many sliding windows cover a flat stream of `num_positions` positions (before chunking)."""
     return int(_window_index(num_positions - 1, seq_len, stride)) + 1

@@ -79,6 +79,7 @@ class GPT(nn.Module):
             self.softcap_pos = nn.Parameter(torch.tensor(float(cfg.logit_softcap)), requires_grad=False)
             self.softcap_neg = nn.Parameter(torch.tensor(float(cfg.logit_softcap)), requires_grad=False)
         self.final_norm = RMSNorm()  # the head's input: GPTQ calibrates the tied embedding on it
+        self.head_out = HeadOutput()  # identity; where an evaluation adapter adds to the logits (a forward hook)
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(D, cfg.vocab_size, zero_init=True)
         # Recurrence state: a persistent buffer so a saved state_dict reloads the forward it was
         # trained with, mirrored in a Python bool that control flow (and torch.compile guards) read.
@@ -247,7 +248,7 @@ class GPT(nn.Module):
         """z_BTV (fp32): the head's output before the softcap."""
         x_BTD = self.hidden(idx_BT)
         head = self.tok_emb if self.lm_head is None else self.lm_head
-        return F.linear(x_BTD, head.effective_weight().to(x_BTD.dtype)).float()
+        return self.head_out(x_BTD, F.linear(x_BTD, head.effective_weight().to(x_BTD.dtype)).float())
 
     def _softcap(self, z_BTV: Tensor, learned: bool) -> Tensor:
         cap = self.cfg.logit_softcap
@@ -273,6 +274,14 @@ class GPT(nn.Module):
         logit_softcap, as PR #2135's training forward does (its learned caps only serve evaluation)."""
         logits_BTV = self._softcap(self._head(idx_BT), learned=False)
         return F.cross_entropy(logits_BTV.flatten(0, 1), tgt_BT.flatten(), reduction="none").mean()
+
+
+class HeadOutput(nn.Module):
+    """(x_BTD, z_BTV) -> z_BTV unchanged: the head's output as a module call, so a forward hook can add a term
+    read from the head's input (PR #2135's LoRA on the logits during TTT). No parameters."""
+
+    def forward(self, x_BTD: Tensor, z_BTV: Tensor) -> Tensor:
+        return z_BTV
 
 
 def _sync_recurrence(module: GPT, incompatible_keys) -> None:

@@ -57,6 +57,7 @@ JSON_KEYS = ("out", "codec", "model_bytes", "code_bytes", "total_bytes", "limit_
 # evaluation clock includes loading (rules TIME-3).
 ENTRY = "pgolf.pack.program"
 TRAINING = "pgolf.pack.reproduce"  # left out of files packed with trainable = false
+NGRAM_TILT, LORA_TTT = "pgolf.eval.ngram_tilt", "pgolf.eval.lora_ttt"  # left out when the evaluation does not use them
 ENTRY_CALL = ("import os,glob,numpy\n"
               "S=_I('pgolf.pack.program')\n"
               "raise SystemExit(S.main(S.Io(os.environ,lambda p:open(p,'rb').read(),lambda p:numpy.memmap(p,mode='r'),"
@@ -117,13 +118,19 @@ def package_sources() -> dict[str, str]:
     return {p.relative_to(root).as_posix(): p.read_text("utf-8") for p in sorted(PACKAGE_DIR.rglob("*.py"))}
 
 
-def build_submission(cfg, recipe_json: str | None = None) -> Any:
+def build_submission(cfg, recipe_json: str | None = None, eval_cfg=None) -> Any:
     """(Bundle, CodeScan) of train_gpt.py, checked: it decodes to its program, and a static scan finds
     nothing loaded from outside the file, no dynamic code it cannot follow, no absolute path.
 
-    recipe_json: the run's recipe (the file can then train); None leaves the training code out."""
+    recipe_json: the run's recipe (the file can then train); None leaves the training code out.
+    eval_cfg: the EvalConfig it evaluates with; the n-gram tilt and the phased LoRA TTT are embedded only
+    when it uses them (None: both)."""
     call = ENTRY_CALL.format(recipe=repr(recipe_json) if recipe_json is not None else "None")
     exclude = () if recipe_json is not None else (TRAINING,)
+    if eval_cfg is not None:
+        exclude += tuple(module for module, used in ((NGRAM_TILT, eval_cfg.tilt != "none"),
+                                                     (LORA_TTT, eval_cfg.mode == "ttt" and eval_cfg.ttt.method == "phased_lora"))
+                         if not used)
     try:
         return _build_submission(tuple(sorted(package_sources().items())), call, exclude, cfg.shake, cfg.wrapper,
                                  cfg.minifier)
@@ -210,7 +217,7 @@ def _pack(cfg, quant_dir: Path, output: runner.Output) -> Manifest:
     check_round_trip(blob, tensors, meta, quant_meta)
     roundtrip_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bundle, scan = build_submission(cfg, recipe_json)
+    bundle, scan = build_submission(cfg, recipe_json, eval_cfg)
     code_s = time.perf_counter() - t0
 
     b = budget(bundle.code_bytes, len(blob), cfg.limit_bytes)

@@ -324,7 +324,8 @@ def _run(cfg: EvalConfig, pack: Path, data: str | Path | None, output: runner.Ou
         world = World.current()
         num_tokens = int(val.tokens.shape[0])
         if info.is_main:
-            console.info(f"ttt-eval: {cfg.mode}, window {cfg.seq_len}, stride {cfg.window_stride}, "
+            tilt = "" if cfg.tilt_config is None else f", {cfg.tilt} tilt (order {cfg.tilt_order})"
+            console.info(f"ttt-eval: {cfg.mode}{tilt}, window {cfg.seq_len}, stride {cfg.window_stride}, "
                          f"{num_tokens - 1:,} targets, {val.val_bytes:,} bytes, model.bin {packed.model_sha256[:12]}, "
                          f"{devmod.describe(dev)}, world size {world.size}")
         meta = {"pass": "reported", "model_sha256": packed.model_sha256, "val_bytes_source": val.bytes_source}
@@ -360,7 +361,8 @@ def _run(cfg: EvalConfig, pack: Path, data: str | Path | None, output: runner.Ou
         if info.is_main:
             timing = {"eval_time_s": eval_time_s, "load_s": load_s, "data_s": data_s,
                       "warmup_s": reported.result.warmup_time_s, "score_s": reported.result.score_time_s,
-                      "adapt_s": reported.result.adapt_time_s, "time_budget_s": cfg.time_budget_s}
+                      "adapt_s": reported.result.adapt_time_s, "tilt_s": reported.result.tilt_time_s,
+                      "time_budget_s": cfg.time_budget_s}
             if diagnostic is not None:
                 timing["plain_pass_s"] = diagnostic.seconds
             manifest = _publish(output, cfg, reported, diagnostic, val, packed, pack, timing,
@@ -418,7 +420,7 @@ def _publish(output: runner.Output, cfg: EvalConfig, reported: Pass, diagnostic:
         "model_sha256": packed.model_sha256, "seq_len": cfg.seq_len, "stride": cfg.window_stride,
         "num_chunks": s["num_chunks"], "adapted_chunks": s["adapted_chunks"], "adapt_steps": s["adapt_steps"],
         "adapt_stopped_at": s["adapt_stopped_at"], "world_size": reported.result.ledger.meta["world_size"],
-        "val_bytes_source": val.bytes_source, "warmup_source": "synthetic",
+        "val_bytes_source": val.bytes_source, "warmup_source": "synthetic", "tilt": cfg.tilt,
         "within_budget": None if budget <= 0 else timing["eval_time_s"] <= budget,
     })
     with output.publish() as work:

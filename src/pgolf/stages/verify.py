@@ -78,7 +78,7 @@ from pgolf.verify.evidence import (
     StageFacts,
     TrainReproductionFacts,
 )
-from pgolf.verify.probes import ContaminationConfig, ModelScorer, contamination, replay, run_probes
+from pgolf.verify.probes import ContaminationConfig, contamination, replay, run_probes, scorer_for, tilt_of
 from pgolf.verify.records import seed_record
 from pgolf.verify.results import counts, failed
 from pgolf.verify.rules import RULESET
@@ -412,13 +412,20 @@ def _probes(pack_dir: Path, tokens: np.ndarray, bos: int, probe_cfg, seed: SeedE
         seed.problems.append(f"the packed model cannot be loaded for probing ({e})")
         return
     model = model.to("cpu").float().eval()
-    seed.probe_claims_isolation = bool(getattr(getattr(model, "cfg", None), "attn_doc_mask", False))
-    torch.manual_seed(0)
-    seed.probes = run_probes(ModelScorer(model), tokens, probe_cfg, bos_id=bos,
-                             claims_isolation=seed.probe_claims_isolation)
     led = seed.ledger
+    ev = seed.stages.get("eval")
+    # The distribution the eval scored: the ledger's config (else the eval manifest's) says whether it was tilted.
+    eval_cfg = led.header.get("config") if led is not None and led.error is None else None
+    if not isinstance(eval_cfg, dict):
+        eval_cfg = ev.config if ev is not None and isinstance(ev.config, dict) else {}
+    tilted = tilt_of(eval_cfg) is not None
+    # The n-gram tilt's state runs over the whole stream (PR #2135): a tilted distribution is not isolated
+    # at BOS even when the model's attention is.
+    seed.probe_claims_isolation = bool(getattr(getattr(model, "cfg", None), "attn_doc_mask", False)) and not tilted
+    torch.manual_seed(0)
+    seed.probes = run_probes(scorer_for(model, eval_cfg), tokens, probe_cfg, bos_id=bos,
+                             claims_isolation=seed.probe_claims_isolation)
     if led is not None and led.error is None and led.entries:
-        ev = seed.stages.get("eval")
         cfg = led.header.get("config") if isinstance(led.header.get("config"), dict) else {}
         on_cpu = ev is not None and str(ev.env.get("device", "")).startswith("cpu")
         exact = on_cpu or not cfg.get("autocast", True)

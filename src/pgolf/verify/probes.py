@@ -18,6 +18,10 @@ commits for given targets (`token_nll(idx, tgt)` -> [B, T]). On windows sampled 
 `replay` (R-replay, TTT-3) re-scores the ledger chunks that were scored from the loaded weights and
 compares them with the ledger: committed scores must come from the artifact, not from a selection.
 
+An eval that tilted its scored distribution (`tilt = "ngram"` in the ledger's config) is probed on the
+tilted distribution: `scorer_for` wraps the model in `pgolf.eval.ngram_tilt.TiltedScorer`, and `replay`
+re-scores with the same stream hints the eval used.
+
 Invariances are judged to `atol` on log-probs (1e-6 by default, the rulebook's).
 
 `contamination` (CONTAM-1) compares the scorer's bpb on val documents with its bpb on documents of the
@@ -37,8 +41,9 @@ import torch.nn.functional as F
 
 from pgolf.config import check
 from pgolf.eval.checksum import model_checksum
-from pgolf.eval.scoring import score_windows, token_nll_of
-from pgolf.eval.windows import document_segments, sliding_windows
+from pgolf.eval.ngram_tilt import TiltConfig, TiltedScorer, position_tilt
+from pgolf.eval.scoring import score_windows, tilted_nll_of, token_nll_of
+from pgolf.eval.windows import chunk_window, document_segments, sliding_windows
 from pgolf.verify.evidence import ContaminationFacts, ProbeFacts
 
 
@@ -84,6 +89,22 @@ class ModelScorer:
 
     def digest(self) -> str:
         return model_checksum(self.model)
+
+
+def tilt_of(eval_config: dict | None) -> TiltConfig | None:
+    """The n-gram tilt an eval's recorded config (ledger header or manifest) scored with, or None."""
+    cfg = eval_config if isinstance(eval_config, dict) else {}
+    if cfg.get("tilt", "none") == "none":
+        return None
+    return TiltConfig(order=int(cfg.get("tilt_order", 16)), threshold=float(cfg.get("tilt_threshold", 0.8)),
+                      boost=float(cfg.get("tilt_boost", 2.625)))
+
+
+def scorer_for(model: torch.nn.Module, eval_config: dict | None) -> Scorer:
+    """The distribution the eval scored with: the model's, or the model's tilted by the n-gram (window-local
+    hints: the probes check the same properties the stream-wide state has, on each probe window)."""
+    tilt = tilt_of(eval_config)
+    return ModelScorer(model) if tilt is None else TiltedScorer(ModelScorer(model), tilt)
 
 
 def _batched(fn: Callable[..., torch.Tensor], batch: int, *arrays: torch.Tensor) -> torch.Tensor:
@@ -262,7 +283,7 @@ def replay(model: torch.nn.Module, tokens: np.ndarray, entries, header: dict, *,
 
     A chunk whose `params_before` is the ledger's initial checksum must be reproducible from the
     artifact: its mean NLL is recomputed with the same windows (header config: seq_len, stride,
-    document-independent segments) and compared with the ledger's within `tol` nats per token (a
+    per-document segments, chunk windows, the n-gram tilt) and compared with the ledger's within `tol` nats per token (a
     CPU fp32 eval replays to ~1e-6; bf16 GPU evals need ~1e-3). Chunks scored after adaptation
     cannot be replayed. Replays at most `budget_tokens` token-forwards, the first chunk always.
     """
@@ -273,8 +294,11 @@ def replay(model: torch.nn.Module, tokens: np.ndarray, entries, header: dict, *,
     if seq_len <= 0 or stride <= 0 or initial is None:
         return ProbeFacts("R-replay", 0, 0, 0.0, "the ledger header lacks seq_len/stride: not replayed")
     tokens = np.asarray(tokens)
-    segments = (document_segments(tokens, 1) if cfg.get("doc_independent")
+    segments = (document_segments(tokens, 1) if cfg.get("doc_independent") or cfg.get("doc_windows")
                 else np.array([[0, tokens.shape[0] - 1]], dtype=np.int64))
+    tilt_cfg = tilt_of(cfg)
+    tilt = None if tilt_cfg is None else tuple(torch.from_numpy(a) for a in position_tilt(tokens, tilt_cfg))
+    forward = token_nll_of(model) if tilt is None else tilted_nll_of(model)
     eligible = [e for e in entries if e.params_before == initial]
     if not eligible:
         return ProbeFacts("R-replay", 0, 0, 0.0, "no chunk was scored from the loaded weights")
@@ -285,11 +309,13 @@ def replay(model: torch.nn.Module, tokens: np.ndarray, entries, header: dict, *,
     done, cost, worst, bad, notes = 0, 0, 0.0, 0, []
     for e in order:
         seg = segments[int(np.searchsorted(segments[:, 0], e.start, side="right")) - 1]
-        windows = sliding_windows((int(seg[0]), int(seg[1])), (e.start, e.end), seq_len, stride)
+        windows = (chunk_window((int(seg[0]), int(seg[1])), (e.start, e.end), seq_len) if cfg.get("chunk_windows")
+                   else sliding_windows((int(seg[0]), int(seg[1])), (e.start, e.end), seq_len, stride))
         need = int((windows[:, 2] - windows[:, 0]).sum())
         if done and cost + need > budget_tokens:
             break
-        losses = score_windows(token_nll_of(model), stream_t, windows, seq_len=seq_len, batch_seqs=16, autocast=False)
+        losses = score_windows(forward, stream_t, windows, seq_len=seq_len, batch_seqs=16, autocast=False,
+                               tilt=tilt)  # type: ignore[arg-type]
         mean_replay = float(losses.double().sum()) / e.count
         mean_ledger = e.nll_sum / e.count
         err = abs(mean_replay - mean_ledger)
@@ -298,7 +324,8 @@ def replay(model: torch.nn.Module, tokens: np.ndarray, entries, header: dict, *,
             bad += 1
             notes.append(f"chunk {e.index}: ledger mean NLL {mean_ledger:.6f}, artifact {mean_replay:.6f}")
         done, cost = done + 1, cost + need
-    detail = (f"{done} of {len(eligible)} chunks scored from the loaded weights replayed, max |Δ mean NLL| "
+    detail = (f"{done} of {len(eligible)} chunks scored from the loaded weights replayed"
+              f"{' (n-gram tilted)' if tilt is not None else ''}, max |Δ mean NLL| "
               f"{worst:.2e} (tolerance {tol:g})") + (f"; {'; '.join(notes[:3])}" if notes else "")
     return ProbeFacts("R-replay", done, bad, worst, detail)
 

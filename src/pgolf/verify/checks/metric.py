@@ -240,17 +240,20 @@ def doc_isolation(ev: Evidence) -> Results:
     for s in ev.seeds:
         led = s.ledger if s.ledger is not None and s.ledger.error is None else None
         cfg = led.header.get("config", {}) if led is not None and isinstance(led.header.get("config"), dict) else {}
-        if led is not None and cfg.get("doc_independent") and s.data is not None:
+        per_doc = cfg.get("doc_independent") or cfg.get("doc_windows")
+        what = ("document-independent eval" if cfg.get("doc_independent") else
+                "per-document windows (doc_windows; the adapter may carry state across documents, no isolation "
+                "claimed)")
+        if led is not None and per_doc and s.data is not None:
             starts = set(s.data.doc_starts.tolist())
             crossing = [e for e in led.entries if any(p in starts for p in range(e.start + 1, e.end))] \
                 if len(starts) < 1_000_000 else []
             if crossing:
                 e = crossing[0]
-                out.append(violation("MET-8", f"{s.name}: document-independent eval, but chunk {e.index} "
+                out.append(violation("MET-8", f"{s.name}: {what}, but chunk {e.index} "
                                               f"[{n(e.start)}, {n(e.end)}) crosses a document start"))
             else:
-                out.append(result("MET-8", PASS, f"{s.name}: document-independent eval: no chunk crosses a BOS "
-                                                 "(windows never do)"))
+                out.append(result("MET-8", PASS, f"{s.name}: {what}: no chunk crosses a BOS (windows never do)"))
         p = find_probe(s, "P-doc")
         if p is not None:
             if p.violations:
@@ -260,6 +263,11 @@ def doc_isolation(ev: Evidence) -> Results:
                 out.append(result("MET-8", PASS, f"{s.name}: P-doc held on {n(p.positions)} windows ({p.detail})"))
         elif s.probe_claims_isolation and s.probes is None:
             out.append(result("MET-8", INFO, f"{s.name}: the model claims isolation at BOS; not probed (pass --probe)"))
-        if not cfg.get("doc_independent") and not s.probe_claims_isolation and stage_of(s, "eval") is not None:
+        if cfg.get("tilt", "none") != "none" and stage_of(s, "eval") is not None:
+            out.append(result("MET-8", INFO, f"{s.name}: the {cfg.get('tilt')} tilt's state runs over the whole val "
+                                             "stream in order (PR #2135): each position's tilt depends on earlier "
+                                             "documents' scored tokens, so the scored distribution is not isolated "
+                                             "at BOS (P-doc not claimed)"))
+        if not per_doc and not s.probe_claims_isolation and stage_of(s, "eval") is not None:
             out.append(result("MET-8", INFO, f"{s.name}: flat-stream eval in val order; no isolation claimed"))
     return out or [result("MET-8", INFO, "no eval artifact")]

@@ -198,11 +198,16 @@ def state_from_scored(ev: Evidence) -> Results:
         # B023: doc_of is called within this iteration only, with this seed's starts
         doc_of = lambda p: int(np.searchsorted(starts, p, side="right")) - 1  # noqa: E731, B023
         adapted_on: int | None = None  # the document whose spans shaped the current state (doc mode)
+        start_set = set(starts.tolist()) if any(e.partial_reset for e in entries) else set()
         for i, e in enumerate(entries):
             where = f"chunk {i} [{n(e.start)}, {n(e.end)})"
-            if i > 0 and not e.reset and not entries[i - 1].steps and entries[i - 1].params_after != e.params_before:
+            if i > 0 and not (e.reset or e.partial_reset) and not entries[i - 1].steps \
+                    and entries[i - 1].params_after != e.params_before:
                 bad.append(f"{where}: parameters changed after chunk {i - 1} with no recorded adaptation step: eval "
                            "state from tokens the ledger does not show")
+            if e.partial_reset and not (cfg.get("doc_windows") and e.start in start_set):
+                bad.append(f"{where}: a partial reset (a state change without a step) that is not at a document "
+                           "start of a doc_windows eval")
             if e.reset:
                 adapted_on = None
                 if initial is not None and e.params_before != initial:
