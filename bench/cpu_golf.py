@@ -85,6 +85,14 @@ ABLATIONS: dict[str, list[str]] = {
     "bf16": ["train.dtype=fp32"],
     "sliding_eval": ["eval.mode=sliding"],
     "ttt": ["eval.mode=ttt"],
+    # PR #2135's components at this size
+    "ngram_tilt": ["eval.tilt=none"],
+    "sparse_attn_gate": ["train.model.sparse_attn_gate=true"],
+    "window_smear": ["train.model.smear_kind=window"],
+    "parallel_lanes": ["train.model.parallel_lanes_from=1"],
+    "asym_softcap": ["train.model.asym_softcap=true"],
+    "polar_express": ["train.ns_coefficients=polar_express_pr1344"],
+    "lqer": ["quantize.lqer=true"],
 }
 ABLATE_EVAL = "eval.mode=plain"  # rows score with plain windows; sliding windows and TTT are rows of their own
 
