@@ -7,42 +7,25 @@ import math
 import time
 
 import pytest
-from test_verify_support import build_run, copy_run, edit_manifest, ledger_lines, rehash, write_ledger
-from typer.testing import CliRunner
+from test_verify_support import checks_with_id, copy_run, edit_manifest, ledger_lines, rehash, verify_json, write_ledger
 
 from pgolf import artifacts
-from pgolf.cli import app
 
 pytestmark = pytest.mark.slow
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def legal_run(tmp_path_factory, embedded_data, tiny_train):
-    return build_run(tmp_path_factory.mktemp("reproduce") / "run", embedded_data, tiny_train)
-
-
-def verify(*args):
-    result = runner.invoke(app, ["verify", *map(str, args), "--json"])
-    doc = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
-    return result, doc
-
-
-def repro(doc) -> list[dict]:
-    return [c for c in doc["checks"] if c["id"] == "REPRO-1"]
 
 
 def test_legal_run_reproduces(legal_run, tmp_path):
     t0 = time.perf_counter()
-    plain, plain_doc = verify(legal_run, "--out", tmp_path / "v0")
+    plain, plain_doc = verify_json(legal_run, "--out", tmp_path / "v0")
     plain_s = time.perf_counter() - t0
-    assert [c["verdict"] for c in repro(plain_doc)] == ["INFO"] and "pass --reproduce" in repro(plain_doc)[0]["detail"]
+    plain_checks = checks_with_id(plain_doc, "REPRO-1")
+    assert [c["verdict"] for c in plain_checks] == ["INFO"] and "pass --reproduce" in plain_checks[0]["detail"]
     t0 = time.perf_counter()
-    result, doc = verify(legal_run, "--reproduce", "--out", tmp_path / "v1")
+    result, doc = verify_json(legal_run, "--reproduce", "--out", tmp_path / "v1")
     seconds = time.perf_counter() - t0
     print(f"tiny run: verify {plain_s:.1f} s, verify --reproduce {seconds:.1f} s")
     assert result.exit_code == plain.exit_code == 0, result.output
-    [check] = repro(doc)
+    [check] = checks_with_id(doc, "REPRO-1")
     assert check["verdict"] == "PASS", check
     print(check["detail"])
     assert "bit-identical" in check["detail"] and "reproduced" in check["detail"]
@@ -69,13 +52,13 @@ def test_scaled_ledger_with_every_claim_recomputed_fails(legal_run, tmp_path):
     edit_manifest(run / "eval", lambda m: m["metrics"].update(claims))
     rehash(run, ("eval",))
 
-    forged, forged_doc = verify(run, "--out", tmp_path / "v0")  # the files alone: the forgery passes
+    forged, forged_doc = verify_json(run, "--out", tmp_path / "v0")  # the files alone: the forgery passes
     assert forged.exit_code == 0 and forged_doc["ok"], [c for c in forged_doc["checks"] if c["verdict"] == "FAIL"]
     assert forged_doc["val_bpb"] == pytest.approx(claims["val_bpb"], abs=1e-9)
 
-    result, doc = verify(run, "--reproduce", "--out", tmp_path / "v1")
+    result, doc = verify_json(run, "--reproduce", "--out", tmp_path / "v1")
     assert result.exit_code == 3, result.output
-    [check] = repro(doc)
+    [check] = checks_with_id(doc, "REPRO-1")
     print(check["detail"])
     assert check["verdict"] == "FAIL" and "chunk 0 [0," in check["detail"] and "claimed nll" in check["detail"]
     assert {c["id"] for c in doc["checks"] if c["verdict"] == "FAIL"} == {"REPRO-1"}
@@ -91,8 +74,8 @@ def test_cuda_eval_without_cuda_here_warns_with_the_command(legal_run, tmp_path)
     edit_manifest(run / "eval", lambda m: m["env"].update(device="cuda", world_size=8, gpu="NVIDIA H100 80GB HBM3",
                                                           gpu_count=8))
     rehash(run, ("eval",))
-    result, doc = verify(run, "--reproduce", "--out", tmp_path / "v")
-    [check] = repro(doc)
+    result, doc = verify_json(run, "--reproduce", "--out", tmp_path / "v")
+    [check] = checks_with_id(doc, "REPRO-1")
     assert check["verdict"] == "WARN" and "no CUDA" in check["detail"]
     assert "torchrun --standalone --nproc_per_node=8 -m pgolf ttt-eval" in check["detail"]
     assert "--device cuda" in check["detail"] and "mode=" in check["detail"] and "--out OUT" in check["detail"]

@@ -3,41 +3,22 @@ recorded recipe; a model tuned on validation after training (its train manifest 
 untouched) FAILs naming the first differing tensor; CUDA / multi-rank / long runs are refused with a WARN and
 the command to run."""
 
-import json
 import math
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from test_verify_support import build_run, copy_run, edit_manifest, rehash
-from typer.testing import CliRunner
+from test_verify_support import checks_with_id, copy_run, edit_manifest, rehash, verify_json
 
 from pgolf import artifacts
 from pgolf.artifacts import data as datadir
 from pgolf.artifacts.model import MODEL_FILE, load_model
-from pgolf.cli import app
 from pgolf.stages.verify import recipe_toml
 from pgolf.train.config import TrainConfig
 from pgolf.verify.checks.reproduce import curve_diff, tensor_diff
 
 pytestmark = pytest.mark.slow
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def legal_run(tmp_path_factory, embedded_data, tiny_train):
-    return build_run(tmp_path_factory.mktemp("reproduce_train") / "run", embedded_data, tiny_train)
-
-
-def verify(*args):
-    result = runner.invoke(app, ["verify", *map(str, args), "--json"])
-    doc = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
-    return result, doc
-
-
-def repro2(doc) -> list[dict]:
-    return [c for c in doc["checks"] if c["id"] == "REPRO-2"]
 
 
 def test_recipe_is_the_recorded_config(tiny_train, tmp_path):
@@ -68,13 +49,13 @@ def test_curve_and_tensor_diffs():
 
 
 def test_legal_run_retrains_bit_for_bit(legal_run, tmp_path):
-    result, doc = verify(legal_run, "--reproduce-train", "--out", tmp_path / "v")
+    result, doc = verify_json(legal_run, "--reproduce-train", "--out", tmp_path / "v")
     assert result.exit_code == 0, [c for c in doc["checks"] if c["verdict"] == "FAIL"]
-    [check] = repro2(doc)
+    [check] = checks_with_id(doc, "REPRO-2")
     print(check["detail"])
     assert check["verdict"] == "PASS" and "bit-identical" in check["detail"]
-    plain, plain_doc = verify(legal_run, "--out", tmp_path / "v0")
-    assert [c["verdict"] for c in repro2(plain_doc)] == ["INFO"]
+    plain, plain_doc = verify_json(legal_run, "--out", tmp_path / "v0")
+    assert [c["verdict"] for c in checks_with_id(plain_doc, "REPRO-2")] == ["INFO"]
 
 
 def test_model_tuned_on_val_after_training_fails(legal_run, embedded_data, tmp_path):
@@ -92,11 +73,11 @@ def test_model_tuned_on_val_after_training_fails(legal_run, embedded_data, tmp_p
     artifacts.save_safetensors(run / "train" / MODEL_FILE, {k: v.detach().contiguous()
                                                             for k, v in model.state_dict().items()}, meta)
     rehash(run)  # the forger re-hashes every manifest downstream
-    files_only, files_doc = verify(run, "--out", tmp_path / "v0")
+    files_only, files_doc = verify_json(run, "--out", tmp_path / "v0")
     assert files_only.exit_code == 0, [c for c in files_doc["checks"] if c["verdict"] == "FAIL"]
-    result, doc = verify(run, "--reproduce-train", "--out", tmp_path / "v1")
+    result, doc = verify_json(run, "--reproduce-train", "--out", tmp_path / "v1")
     assert result.exit_code == 3, result.output
-    [check] = repro2(doc)
+    [check] = checks_with_id(doc, "REPRO-2")
     print(check["detail"])
     assert check["verdict"] == "FAIL" and "the trained weights do not" in check["detail"]
     assert "first tensor " in check["detail"] and "RECIPE.toml" in check["detail"]
@@ -111,8 +92,8 @@ def test_runs_not_retrained_here_get_the_command(legal_run, tmp_path, change, wh
     run = copy_run(legal_run, tmp_path / "run")
     edit_manifest(run / "train", change)
     rehash(run, ("train", "quant", "pack", "eval"))
-    result, doc = verify(run, "--reproduce-train", "--out", tmp_path / "v")
-    [check] = repro2(doc)
+    result, doc = verify_json(run, "--reproduce-train", "--out", tmp_path / "v")
+    [check] = checks_with_id(doc, "REPRO-2")
     assert check["verdict"] == "WARN" and why in check["detail"] and "pgolf train --config RECIPE.toml" in check["detail"]
     if "world size 8" in why:
         assert "torchrun --standalone --nproc_per_node=8" in check["detail"]

@@ -5,7 +5,8 @@
 pgolf has them (`pgolf.stages.quantize`, `.pack`, `.ttt_eval`), otherwise to the contract of
 docs/architecture.md from the pure APIs (quantize_state, encode_model, evaluate + ScoreLedger).
 Either way verify reads the same layout. The tampering functions edit a copy and fix up what a cheater
-would fix up (the manifests' hashes), so the tests see the violation, not a broken hash.
+would fix up (the manifests' hashes), so the tests see the violation, not a broken hash. `verify_json`
+runs `pgolf verify --json` in-process and `checks_with_id` picks checks out of its document.
 """
 
 from __future__ import annotations
@@ -221,5 +222,22 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-__all__ = ["HAVE_STAGES", "build_run", "copy_run", "edit_manifest", "ledger_lines", "packed_model", "read_ledger",
-           "rehash", "write_ledger"]
+def verify_json(*args: object) -> tuple[Any, dict | None]:
+    """`pgolf verify ARGS --json` in this process: (the CliRunner result, the JSON document it printed,
+    or None when it printed none)."""
+    from typer.testing import CliRunner
+
+    from pgolf.cli import app
+
+    result = CliRunner().invoke(app, ["verify", *map(str, args), "--json"])
+    doc = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result, doc
+
+
+def checks_with_id(doc: dict, check_id: str) -> list[dict]:
+    """The checks of a verify JSON document that carry `check_id` (REPRO-1, REPRO-2, ...)."""
+    return [c for c in doc["checks"] if c["id"] == check_id]
+
+
+__all__ = ["HAVE_STAGES", "build_run", "checks_with_id", "copy_run", "edit_manifest", "ledger_lines", "packed_model",
+           "read_ledger", "rehash", "verify_json", "write_ledger"]

@@ -4,12 +4,14 @@
   `refimport.load_record` (never copied); `reference_dir` is conftest.py's fixture, which skips with
   the reason when ../shared/reference is absent.
 - `seed_tables(seed)` / `seed_quantize_config(seed)`: the seed's whole-pipeline config.
-- `random_state(shapes)`: trained-looking float weights under the record's own names.
+- `block_shapes(...)`: a record's per-block tensor shapes; `random_state(shapes)`: trained-looking
+  float weights under the record's own names; `renamer(pairs)`: record names -> pgolf's.
 - `record_prune`: the records' magnitude pruning, written from its description (every |w| strictly
   below the `frac` quantile of |W|, on 2-D tensors over 65,536 elements): the oracle pgolf's
   `prune_method = "quantile"` must equal.
 - `from_mixed` / `from_int_obj`: a record's export, as per-tensor `Stored`; `pgolf_export`: pgolf's.
-- `compare`: storage, integer codes, scales and dequantized values, tensor by tensor.
+- `compare`: storage, integer codes, scales and dequantized values, tensor by tensor;
+  `assert_export_equal`: pgolf's export of a state against the record's, stored and dequantized.
 """
 
 from __future__ import annotations
@@ -71,6 +73,33 @@ def random_state(shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[s
             t += 1.0
         out[name] = t
     return out
+
+
+def block_shapes(layers: int, d: int, kv: int, hidden: int, *, heads: int = 4, up: str = "mlp.fc",
+                 down: str = "mlp.proj", extra: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
+    """The shapes of `layers` transformer blocks under the records' names (blocks.<i>.attn.c_q ...):
+    d x d query and out-projections, kv x d keys and values, `heads` q gains, the per-block gains and
+    resid_mix, the MLP's `up` (hidden x d) and `down` (d x hidden), then `extra` per block."""
+    out: dict[str, tuple[int, ...]] = {}
+    for i in range(layers):
+        b = f"blocks.{i}."
+        out |= {b + "attn.c_q.weight": (d, d), b + "attn.c_k.weight": (kv, d), b + "attn.c_v.weight": (kv, d),
+                b + "attn.proj.weight": (d, d), b + "attn.q_gain": (heads,), b + "attn_scale": (d,),
+                b + "mlp_scale": (d,), b + "resid_mix": (2, d), b + f"{up}.weight": (hidden, d),
+                b + f"{down}.weight": (d, hidden), **{b + k: v for k, v in (extra or {}).items()}}
+    return out
+
+
+def renamer(pairs: Mapping[str, str]) -> Callable[[str], str]:
+    """A record tensor name -> pgolf's, each `pairs` key replaced by its value in turn."""
+    def rename(name: str) -> str:
+        for old, new in pairs.items():
+            name = name.replace(old, new)
+        return name
+    return rename
+
+
+VE_TO_PGOLF = renamer({"ve_shared.": "value_embed."})  # PRs #1216 / #1406's shared value embedding
 
 
 def record_prune(state: Mapping[str, torch.Tensor], frac: float, min_numel: int = 65_536) -> dict[str, torch.Tensor]:
@@ -184,3 +213,16 @@ def assert_dequantized_equal(rec: Mapping[str, torch.Tensor], pg: Mapping[str, t
     """The record's dequantized state dict equals pgolf's, tensor by tensor (bit for bit)."""
     for name, t in rec.items():
         assert torch.equal(t, pg[rename(name)]), f"{name}: dequantized tensors differ"
+
+
+def assert_export_equal(rec: Mapping[str, Stored], rec_deq: Mapping[str, torch.Tensor],
+                        state: Mapping[str, torch.Tensor], cfg: QuantizeConfig,
+                        rename: Callable[[str], str] = lambda n: n,
+                        hessians: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, Stored], dict[str, torch.Tensor]]:
+    """pgolf's export of `state` (the record's names, `rename`d to pgolf's) under `cfg` stores what the
+    record's export `rec` stores (`compare`) and dequantizes to the record's `rec_deq`, bit for bit;
+    returns pgolf's (per-tensor Stored, dequantized state dict) for the caller's own checks."""
+    pg, pg_deq = pgolf_export({rename(n): t for n, t in state.items()}, cfg, hessians)
+    compare(rec, pg, rename)
+    assert_dequantized_equal(rec_deq, pg_deq, rename)
+    return pg, pg_deq

@@ -54,6 +54,13 @@ def launch_env(script: Path) -> dict[str, str]:
     return env
 
 
+def readme_env(readme: Path, heading: str) -> dict[str, str]:
+    """KEY=VALUE words of the first code block after `heading` in a record's README (its run command),
+    leaving out values that name a shell variable (SEED=$SEED)."""
+    block = readme.read_text().split(heading, 1)[1].split("```")[1]
+    return {k: v for k, v in re.findall(r"([A-Z][A-Z0-9_]*)=(\S+)", block) if "$" not in v}
+
+
 def load_record(reference_dir: Path, folder: str, env: Mapping[str, str] | None = None,
                 extra_stubs: Mapping[str, types.ModuleType] | None = None) -> types.ModuleType:
     """The record's train_gpt.py as a module, imported once per session and environment; `env` is set

@@ -8,10 +8,9 @@ from __future__ import annotations
 import pytest
 
 from .record_export import (
-    assert_dequantized_equal,
-    compare,
+    assert_export_equal,
+    block_shapes,
     from_mixed,
-    pgolf_export,
     random_state,
     record,
     record_prune,
@@ -30,12 +29,7 @@ def shapes() -> dict[str, tuple[int, ...]]:
         # the record's keep-list names layer 8 (of its 10): present here beside layer 9's, not kept
         "blocks.8.attn.c_k.weight": (KV, D), "blocks.9.attn.c_k.weight": (KV, D),
     }
-    for i in range(2):
-        b = f"blocks.{i}."
-        out |= {b + "attn.c_q.weight": (D, D), b + "attn.c_k.weight": (KV, D), b + "attn.c_v.weight": (KV, D),
-                b + "attn.proj.weight": (D, D), b + "attn.q_gain": (4,), b + "attn_scale": (D,), b + "mlp_scale": (D,),
-                b + "resid_mix": (2, D), b + "mlp.fc.weight": (HIDDEN, D), b + "mlp.proj.weight": (D, HIDDEN)}
-    return out
+    return out | block_shapes(2, D, KV, HIDDEN)
 
 
 def test_backout_export_matches_the_record(reference_dir):
@@ -43,9 +37,8 @@ def test_backout_export_matches_the_record(reference_dir):
     state = random_state(shapes())
     pruned = record_prune(state, 0.03)
     result, meta = rec.mixed_quantize_int6(pruned, {"mlp", "attn", "bigram"})
-    pg, pg_deq = pgolf_export(state, seed_quantize_config("backout"))
-    compare(from_mixed(result, meta), pg)
-    assert_dequantized_equal(rec.dequantize_mixed_int6(result, meta, pruned), pg_deq)
+    pg, pg_deq = assert_export_equal(from_mixed(result, meta), rec.dequantize_mixed_int6(result, meta, pruned), state,
+                                     seed_quantize_config("backout"))
     assert pg["tok_emb.weight"].kind == "fp16" and pg["blocks.8.attn.c_k.weight"].kind == "fp16"
     assert pg["blocks.9.attn.c_k.weight"].bits == 6 and pg["blocks.0.attn.c_k.weight"].bits == 6
     assert pg["bigram.proj.weight"].bits == 6 and pg["blocks.0.mlp.fc.weight"].bits == 5

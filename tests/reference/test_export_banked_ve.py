@@ -12,7 +12,9 @@ from __future__ import annotations
 import pytest
 
 from .record_export import (
-    assert_dequantized_equal,
+    VE_TO_PGOLF,
+    assert_export_equal,
+    block_shapes,
     compare,
     from_mixed,
     pgolf_export,
@@ -34,16 +36,7 @@ def shapes() -> dict[str, tuple[int, ...]]:
         "bigram.scale": (), "smear.gate": (D,), "skip_weights": (1, D),
         "ve_shared.embed.weight": (VOCAB, 128), "ve_shared.proj.weight": (KV, 128), "ve_shared.scale": (),
     }
-    for i in range(LAYERS):
-        b = f"blocks.{i}."
-        out |= {b + "attn.c_q.weight": (D, D), b + "attn.c_k.weight": (KV, D), b + "attn.c_v.weight": (KV, D),
-                b + "attn.proj.weight": (D, D), b + "attn.q_gain": (4,), b + "attn_scale": (D,), b + "mlp_scale": (D,),
-                b + "resid_mix": (2, D), b + "mlp.fc.weight": (HIDDEN, D), b + "mlp.proj.weight": (D, HIDDEN)}
-    return out
-
-
-def to_pgolf(name: str) -> str:
-    return name.replace("ve_shared.", "value_embed.")
+    return out | block_shapes(LAYERS, D, KV, HIDDEN)
 
 
 def test_banked_ve_export_matches_the_record(reference_dir, monkeypatch):
@@ -53,15 +46,14 @@ def test_banked_ve_export_matches_the_record(reference_dir, monkeypatch):
     state = random_state(shapes())
     pruned = record_prune(state, 0.03)
     result, meta = rec.mixed_quantize_int6(pruned, {"mlp", "attn", "bigram"}, mlp_clip=7, attn_clip=31)
-    pg, pg_deq = pgolf_export({to_pgolf(n): t for n, t in state.items()}, seed_quantize_config("banked-ve"))
-    compare(from_mixed(result, meta), pg, to_pgolf)
-    assert_dequantized_equal(rec.dequantize_mixed_int6(result, meta, pruned), pg_deq, to_pgolf)
+    pg, _ = assert_export_equal(from_mixed(result, meta), rec.dequantize_mixed_int6(result, meta, pruned), state,
+                                seed_quantize_config("banked-ve"), VE_TO_PGOLF)
     low = [n for n, r in from_mixed(result, meta).items() if r.codes is not None and bool((r.codes == -(2 ** ((r.bits or 8) - 1))).any())]
     assert low  # the full grid's extra level was really used
     # pgolf's own symmetric grid: storage and widths the same, the full-grid tensors not
     sym = seed_quantize_config("banked-ve", widths=[w for w in seed_tables("banked-ve")["quantize"]["widths"] if w["bits"] == 8])
-    pg_sym, _ = pgolf_export({to_pgolf(n): t for n, t in state.items()}, sym)
-    assert compare(from_mixed(result, meta), pg_sym, to_pgolf, low_code=True) == set(low)
+    pg_sym, _ = pgolf_export({VE_TO_PGOLF(n): t for n, t in state.items()}, sym)
+    assert compare(from_mixed(result, meta), pg_sym, VE_TO_PGOLF, low_code=True) == set(low)
     assert pg["tok_emb.weight"].kind == "fp16" and pg[f"blocks.{LAYERS - 1}.attn.c_k.weight"].kind == "fp16"
     assert pg["blocks.0.attn.c_k.weight"].bits == 6 and pg["value_embed.proj.weight"].bits == 6
     assert pg["blocks.0.mlp.fc.weight"].bits == 4 and pg["bigram.embed.weight"].bits == 4

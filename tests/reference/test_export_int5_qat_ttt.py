@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 from .record_export import (
-    assert_dequantized_equal,
-    compare,
+    assert_export_equal,
+    block_shapes,
     from_int_obj,
-    pgolf_export,
     random_state,
     record,
     record_prune,
+    renamer,
     seed_quantize_config,
 )
 
@@ -29,23 +29,12 @@ def shapes() -> dict[str, tuple[int, ...]]:
         "smear_gate.gate": (D,), "skip_weights": (1, D), "skip_gates": (1, D),
         "ve_shared.embed.weight": (VOCAB, 128), "ve_shared.proj.weight": (D, 128), "ve_shared.scale": (),
     }
-    for i in range(2):
-        b = f"blocks.{i}."
-        out |= {b + "attn.c_q.weight": (D, D), b + "attn.c_k.weight": (D, D), b + "attn.c_v.weight": (D, D),
-                b + "attn.proj.weight": (D, D), b + "attn.q_gain": (8,), b + "attn_scale": (D,), b + "mlp_scale": (D,),
-                b + "resid_mix": (2, D), b + "mlp.up_proj.weight": (HIDDEN, D), b + "mlp.down_proj.weight": (D, HIDDEN),
-                b + "mlp.scale": (HIDDEN,), b + "mlp.bias": (HIDDEN,)}
-    return out
+    return out | block_shapes(2, D, D, HIDDEN, heads=8, up="mlp.up_proj", down="mlp.down_proj",
+                              extra={"mlp.scale": (HIDDEN,), "mlp.bias": (HIDDEN,)})
 
 
-RENAME = {"bigram_emb.": "bigram.", "smear_gate.": "smear.", "ve_shared.": "value_embed.",
-          "mlp.up_proj.": "mlp.fc.", "mlp.down_proj.": "mlp.proj."}
-
-
-def to_pgolf(name: str) -> str:
-    for old, new in RENAME.items():
-        name = name.replace(old, new)
-    return name
+to_pgolf = renamer({"bigram_emb.": "bigram.", "smear_gate.": "smear.", "ve_shared.": "value_embed.",
+                    "mlp.up_proj.": "mlp.fc.", "mlp.down_proj.": "mlp.proj."})
 
 
 def test_int5_qat_ttt_export_matches_the_record(reference_dir):
@@ -53,9 +42,8 @@ def test_int5_qat_ttt_export_matches_the_record(reference_dir):
     state = random_state(shapes())
     pruned = record_prune(state, 0.15)
     obj, _ = rec.quantize_state_dict_int6(pruned)
-    pg, pg_deq = pgolf_export({to_pgolf(n): t for n, t in state.items()}, seed_quantize_config("int5-qat-ttt"))
-    compare(from_int_obj(obj, bits=5), pg, to_pgolf)
-    assert_dequantized_equal(rec.dequantize_state_dict_int6(obj), pg_deq, to_pgolf)
+    pg, _ = assert_export_equal(from_int_obj(obj, bits=5), rec.dequantize_state_dict_int6(obj), state,
+                                seed_quantize_config("int5-qat-ttt"), to_pgolf)
     ints = {n for n, s in pg.items() if s.kind == "int"}
     assert {"tok_emb.weight", "bigram.embed.weight", "value_embed.embed.weight", "blocks.1.mlp.fc.weight"} <= ints
     assert {pg[n].bits for n in ints} == {5}

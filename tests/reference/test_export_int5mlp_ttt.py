@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 
 from .record_export import (
-    assert_dequantized_equal,
-    compare,
+    assert_export_equal,
+    block_shapes,
     from_mixed,
-    pgolf_export,
     random_state,
     record,
     seed_quantize_config,
@@ -26,21 +25,15 @@ def shapes(num_layers: int = 2) -> dict[str, tuple[int, ...]]:
         "tok_emb.weight": (VOCAB, D), "bigram.embed.weight": (2048, 64), "bigram.proj.weight": (D, 64),
         "bigram.scale": (), "smear.gate": (D,), "skip_weights": (1, D),
     }
-    for i in range(num_layers):
-        b = f"blocks.{i}."
-        out |= {b + "attn.c_q.weight": (D, D), b + "attn.c_k.weight": (KV, D), b + "attn.c_v.weight": (KV, D),
-                b + "attn.proj.weight": (D, D), b + "attn.q_gain": (4,), b + "attn_scale": (D,), b + "mlp_scale": (D,),
-                b + "resid_mix": (2, D), b + "mlp.fc.weight": (HIDDEN, D), b + "mlp.proj.weight": (D, HIDDEN)}
-    return out
+    return out | block_shapes(num_layers, D, KV, HIDDEN)
 
 
 def test_int5mlp_ttt_export_matches_the_record(reference_dir):
     rec = record(reference_dir, "pr264")
     state = random_state(shapes())
     result, meta = rec.mixed_quantize_int6(state, {"mlp", "attn", "bigram"})
-    pg, pg_deq = pgolf_export(state, seed_quantize_config("int5mlp-ttt"))
-    compare(from_mixed(result, meta), pg)
-    assert_dequantized_equal(rec.dequantize_mixed_int6(result, meta, state), pg_deq)
+    pg, _ = assert_export_equal(from_mixed(result, meta), rec.dequantize_mixed_int6(result, meta, state), state,
+                                seed_quantize_config("int5mlp-ttt"))
     bits = {n: s.bits for n, s in pg.items() if s.kind == "int"}
     assert bits["blocks.0.mlp.fc.weight"] == 5 and bits["blocks.0.attn.c_q.weight"] == 6
     assert bits["bigram.embed.weight"] == 6 and bits["tok_emb.weight"] == 8

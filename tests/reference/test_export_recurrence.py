@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from .record_export import (
-    assert_dequantized_equal,
+    VE_TO_PGOLF,
+    assert_export_equal,
+    block_shapes,
     compare,
     from_mixed,
     pgolf_export,
@@ -33,14 +35,10 @@ D, KV, HIDDEN, VOCAB = 320, 256, 384, 640
 
 
 def shapes() -> dict[str, tuple[int, ...]]:
-    b = "blocks.0."
     return {
         "tok_emb.weight": (VOCAB, D), "bigram.embed.weight": (1536, 128), "bigram.proj.weight": (D, 128),
         "smear.gate": (D,), "ve_shared.embed.weight": (VOCAB, 128), "ve_shared.proj.weight": (KV, 128),
-        "ve_shared.scale": (), b + "attn.c_q.weight": (D, D), b + "attn.c_k.weight": (KV, D),
-        b + "attn.c_v.weight": (KV, D), b + "attn.proj.weight": (D, D), b + "attn.q_gain": (4,),
-        b + "attn_scale": (D,), b + "mlp_scale": (D,), b + "resid_mix": (2, D),
-        b + "mlp.fc.weight": (HIDDEN, D), b + "mlp.proj.weight": (D, HIDDEN),
+        "ve_shared.scale": (), **block_shapes(1, D, KV, HIDDEN),
     }
 
 
@@ -61,10 +59,6 @@ def record_collected(h: torch.Tensor) -> torch.Tensor:
     return h + 0.005 * torch.diag(h).mean().clamp_min(1e-6) * torch.eye(h.shape[0])
 
 
-def to_pgolf(name: str) -> str:
-    return name.replace("ve_shared.", "value_embed.")
-
-
 def test_recurrence_export_matches_the_record(reference_dir):
     rec = record(reference_dir, "pr1406")
     state = random_state(shapes())
@@ -72,18 +66,17 @@ def test_recurrence_export_matches_the_record(reference_dir):
     collected = {n: record_collected(h) for n, h in raw.items()}
     result, meta = rec.mixed_quantize_int6(state, {"mlp", "attn"}, hessians=collected)
     rec_stored = from_mixed(result, meta)
-    pg_state = {to_pgolf(n): t for n, t in state.items()}
+    pg_state = {VE_TO_PGOLF(n): t for n, t in state.items()}
     cfg = seed_quantize_config("recurrence")
     assert cfg.gptq and cfg.gptq_damp == pytest.approx(0.010025) and cfg.gptq_select == "weight"
 
     # the record's second damping alone, on its collected Hessians: bit for bit
-    pg, pg_deq = pgolf_export(pg_state, dataclasses.replace(cfg, gptq_damp=0.005), collected)
-    compare(rec_stored, pg, to_pgolf)
-    assert_dequantized_equal(rec.dequantize_mixed_int6(result, meta, state), pg_deq, to_pgolf)
+    pg, _ = assert_export_equal(rec_stored, rec.dequantize_mixed_int6(result, meta, state), state,
+                                dataclasses.replace(cfg, gptq_damp=0.005), VE_TO_PGOLF, collected)
     assert {pg[n].bits for n in raw} == {6}
     assert pg["tok_emb.weight"].bits == 8 and pg["bigram.embed.weight"].bits == 8
     assert pg["value_embed.embed.weight"].bits == 8 and pg["bigram.proj.weight"].kind == "fp16"
 
     # the seed config as pgolf's stage runs it: one damping of the raw Hessian
     pg_raw, _ = pgolf_export(pg_state, cfg, raw)
-    compare(rec_stored, pg_raw, to_pgolf, near=1e-4)
+    compare(rec_stored, pg_raw, VE_TO_PGOLF, near=1e-4)

@@ -24,8 +24,9 @@ import torch
 from pgolf.pack import modelbin
 from pgolf.quant import dequantize_state, quantize_state
 
+from . import cases
 from .record_export import random_state, seed_quantize_config
-from .test_pr2135 import record_module
+from .test_pr2135 import CASE
 
 pytestmark = pytest.mark.shared
 
@@ -55,7 +56,7 @@ def hessians(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def exports(reference_dir):
-    mod = record_module(reference_dir)
+    mod = cases.load(CASE, reference_dir)
     h = mod.Hyperparameters()
     assert (h.embed_bits, h.matrix_bits, h.lqer_asym_group, h.compressor) == (7, 6, 32, "pergroup")
     state = random_state(shapes())

@@ -22,7 +22,8 @@ import torch
 from pgolf.eval import EvalConfig, TTTConfig, evaluate
 from pgolf.eval.lora_ttt import DocumentLoRA
 
-from .test_pr2135 import built_pair, small_args
+from . import cases
+from .test_pr2135 import CASE
 
 RANK, CHUNK, WINDOW = 4, 16, 64
 LAUNCH_LAYERS = ("q", "v", "o", "mlp", "head")  # TTT_K_LORA=0 TTT_O_LORA=1 TTT_MLP_LORA=1
@@ -31,7 +32,7 @@ LAUNCH_LAYERS = ("q", "v", "o", "mlp", "head")  # TTT_K_LORA=0 TTT_O_LORA=1 TTT_
 @pytest.fixture
 def pair(reference_dir, monkeypatch):
     monkeypatch.setenv("SMEAR_GATE_BOS_FIX", "0")  # the launch's (read by its forward at every call)
-    mod, cfg, rec, model = built_pair(reference_dir)
+    mod, cfg, rec, model = cases.built_pair(CASE, reference_dir)
     assert cfg.model.attn_doc_mask and cfg.model.asym_softcap
     return mod, cfg, rec.float().eval(), model.float().eval()
 
@@ -65,7 +66,7 @@ def test_lora_factors_are_the_records(pair, looping):
 
 
 def record_h(mod, prefix_docs: int):
-    h = small_args(mod)
+    h = cases.small_args(CASE, mod)
     h.ttt_lora_rank, h.ttt_chunk_size, h.ttt_eval_seq_len, h.eval_seq_len = RANK, CHUNK, WINDOW, WINDOW
     h.ttt_batch_size, h.phased_ttt_prefix_docs, h.phased_ttt_num_phases = 1, prefix_docs, 1
     h.ttt_lora_lr = 3e-3  # large enough that the steps move the scores visibly

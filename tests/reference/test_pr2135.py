@@ -18,7 +18,6 @@ mlp_down_bank); pgolf keeps per-layer matrices and the name map slices the banks
 from __future__ import annotations
 
 import math
-import re
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,25 +30,10 @@ from pgolf.model import GPT
 from pgolf.optim.groups import build_optimizers
 from pgolf.optim.schedules import lr_multiplier, muon_momentum, switched_on, training_progress
 
-from .refimport import (
-    batch_with_bos,
-    copy_weights,
-    counts_by_module,
-    load_record,
-    meta_gpt,
-    optimizer_table,
-    perturb,
-    pgolf_optimizer_table,
-    preset,
-    record_names_of,
-    sources,
-)
+from . import cases
+from .refimport import batch_with_bos, preset, readme_env, sources
 
-FOLDER, PRESET, PARAMS = "pr2135", "sota", 35_945_673  # PARAMS: its logs' model_params
 LAYERS = 11  # the launch's: the recurrence (3-5) and the lanes (8+) need them
-SMALL = ("model_dim=64", "num_heads=4", "num_kv_heads=2", "vocab_size=256")
-BANKS = {"qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank"}
-RENAME = {**dict.fromkeys(BANKS, "blocks"), "smear_gate": "smear", "smear_lambda": "smear"}
 ATOL, RTOL = 2e-5, 1e-5
 
 
@@ -97,23 +81,10 @@ def _stubs() -> dict[str, types.ModuleType]:
 # ----------------------------------------------------------------------------- the record
 
 
-def readme_env(readme) -> dict[str, str]:
-    """KEY=VALUE words of the training command in the record's README (SEED=$SEED left out), with
-    FUSED_CE_ENABLED=0: its Triton cross-entropy cannot run here; its eager path is the same loss."""
-    block = readme.read_text().split("Training command", 1)[1].split("```")[1]
-    env = {k: v for k, v in re.findall(r"([A-Z][A-Z0-9_]*)=(\S+)", block) if "$" not in v}
-    return {**env, "FUSED_CE_ENABLED": "0"}
-
-
-def record_module(reference_dir):
-    return load_record(reference_dir, FOLDER, env=readme_env(reference_dir / FOLDER / "README.md"),
-                       extra_stubs=_stubs())
-
-
-def small_args(mod):
-    args = mod.Hyperparameters()
-    args.model_dim, args.num_heads, args.num_kv_heads, args.vocab_size = 64, 4, 2, 256
-    return args
+def record_env(folder) -> dict[str, str]:
+    """The training command in the record's README (SEED=$SEED left out), with FUSED_CE_ENABLED=0: its
+    Triton cross-entropy cannot run here; its eager path is the same loss."""
+    return {**readme_env(folder / "README.md", "Training command"), "FUSED_CE_ENABLED": "0"}
 
 
 def record_gpt(mod, args):
@@ -126,26 +97,26 @@ def record_gpt(mod, args):
 
 
 def name_map(name: str):
-    parts = name.split(".")
-    if parts[0] == "blocks" and parts[-1] == "weight" and parts[-2] in ("c_q", "proj", "c_k", "c_v", "fc"):
-        i, n = int(parts[1]), LAYERS
-        return {("attn", "c_q"): ("qo_bank", i), ("attn", "proj"): ("qo_bank", n + i),
-                ("attn", "c_k"): ("kv_bank", i), ("attn", "c_v"): ("kv_bank", n + i),
-                ("mlp", "fc"): ("mlp_up_bank", i), ("mlp", "proj"): ("mlp_down_bank", i)}[(parts[2], parts[3])]
+    bank = cases.bank_source(name, LAYERS)
+    if bank is not None:
+        return bank
     return {"smear.window_gate": "smear_gate.weight", "smear.lam": "smear_lambda"}.get(name, name), None
 
 
-def built_pair(reference_dir, *overrides: str):
-    mod = record_module(reference_dir)
-    cfg = preset(PRESET, *SMALL, *overrides)
-    torch.manual_seed(0)
-    rec, model = record_gpt(mod, small_args(mod)), GPT(cfg.model)
-    perturb(rec)
+def far_apart_caps(_cfg, record, _model):
     with torch.no_grad():  # caps far apart, so the AsymLogit rescale shows in the logits
-        rec.softcap_pos.fill_(4.0)
-        rec.softcap_neg.fill_(9.0)
-    copy_weights(rec, model, name_map)
-    return mod, cfg, rec, model
+        record.softcap_pos.fill_(4.0)
+        record.softcap_neg.fill_(9.0)
+
+
+CASE = cases.RecordCase(
+    folder="pr2135", preset="sota", params=35_945_673,  # params: its logs' model_params
+    small=("model_dim=64", "num_heads=4", "num_kv_heads=2", "vocab_size=256"),
+    small_args={"model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "vocab_size": 256},
+    record_gpt=record_gpt, record_optimizers=lambda mod, args, m: mod.Optimizers(args, m), name_map=name_map,
+    rename={**cases.BANK_RENAME, "smear_gate": "smear", "smear_lambda": "smear"},
+    launch_env=record_env, extra_stubs=_stubs, prepare=far_apart_caps,
+)
 
 
 def assert_same_training_step(mod, rec, model, x, y, **record_kwargs) -> None:
@@ -186,7 +157,7 @@ def test_model_logits_and_gradients_match_the_record(reference_dir, monkeypatch,
     from layer 8; sparse attention gate; window SmearGate across BOS (SMEAR_GATE_BOS_FIX=0, the
     launch's); AsymLogit caps. Plain causal attention on both sides (attn_doc_mask is tested below)."""
     monkeypatch.setenv("SMEAR_GATE_BOS_FIX", "0")
-    mod, cfg, rec, model = built_pair(reference_dir, "attn_doc_mask=false")
+    mod, cfg, rec, model = cases.built_pair(CASE, reference_dir, "attn_doc_mask=false")
     assert cfg.model.bos_reset is False
     rec.looping_active = looping
     model.set_recurrence(looping)
@@ -202,11 +173,11 @@ def test_bos_fixed_smear_is_the_records_smear_gate_bos_fix(reference_dir, monkey
     """pgolf's bos_reset = true is the record's SMEAR_GATE_BOS_FIX=1 (read at every forward); the
     launch's 0 is bos_reset = false, and the two differ at BOS positions."""
     monkeypatch.setenv("SMEAR_GATE_BOS_FIX", "1")
-    mod, cfg, rec, model = built_pair(reference_dir, "attn_doc_mask=false", "bos_reset=true")
+    mod, cfg, rec, model = cases.built_pair(CASE, reference_dir, "attn_doc_mask=false", "bos_reset=true")
     monkeypatch.setattr(mod, "BOS_ID", cfg.model.bos_id)  # its data loaders set the global to 1
     x, y = batch_with_bos(cfg.model.vocab_size, 3, 24)
     assert_same_training_step(mod, rec, model, x, y)
-    unfixed = GPT(preset(PRESET, *SMALL, "attn_doc_mask=false").model)
+    unfixed = GPT(preset(CASE.preset, *CASE.small, "attn_doc_mask=false").model)
     unfixed.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert (unfixed.embed(x) - model.embed(x)).abs().max() > 1e-3
@@ -216,7 +187,7 @@ def test_document_isolated_attention_is_the_records_varlen_path(reference_dir, m
     """The record trains and evaluates with FlashAttention varlen over segments starting at each BOS
     (its _build_cu_seqlens, one packed row): pgolf's attn_doc_mask = true, the preset's setting."""
     monkeypatch.setenv("SMEAR_GATE_BOS_FIX", "0")
-    mod, cfg, rec, model = built_pair(reference_dir)
+    mod, cfg, rec, model = cases.built_pair(CASE, reference_dir)
     assert cfg.model.attn_doc_mask
     x, y = batch_with_bos(cfg.model.vocab_size, 1, 40)
     bos = (x[0] == cfg.model.bos_id).nonzero().flatten().tolist()
@@ -228,12 +199,7 @@ def test_document_isolated_attention_is_the_records_varlen_path(reference_dir, m
 
 
 def test_parameter_count_at_the_launch_shape(reference_dir):
-    mod = record_module(reference_dir)
-    with torch.device("meta"):
-        rec = mod.GPT(mod.Hyperparameters())
-    model = meta_gpt(preset(PRESET))
-    assert counts_by_module(model) == counts_by_module(rec, RENAME)
-    assert sum(p.numel() for p in model.parameters()) == PARAMS
+    cases.check_parameter_count(CASE, reference_dir)
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -244,15 +210,10 @@ def test_optimizer_groups_match_the_record(reference_dir):
     Muon at MATRIX_LR with MUON_WD; every block scalar / control tensor, skip weights and gates, the
     lane lambdas and the SmearGate -> AdamW at SCALAR_LR with ADAM_WD; betas (0.9, BETA2); the AsymLogit
     caps in none."""
-    mod = record_module(reference_dir)
-    args = small_args(mod)
-    cfg = preset(PRESET, *SMALL)
-    rec, model = record_gpt(mod, args), GPT(cfg.model)
-    opts = mod.Optimizers(args, rec)
-    names = record_names_of(rec, model, name_map)
-    theirs = optimizer_table(list(opts), names)
-    assert pgolf_optimizer_table(model, cfg) == theirs
-    assert "softcap_pos" not in theirs and len(theirs) == sum(p.requires_grad for p in model.parameters())
+    tables = cases.optimizer_tables(CASE, reference_dir)
+    cfg, opts, theirs = tables.cfg, tables.record_optimizers, tables.theirs
+    assert tables.ours == theirs
+    assert "softcap_pos" not in theirs and len(theirs) == sum(p.requires_grad for p in tables.model.parameters())
     muon = opts.optimizer_muon.param_groups[0]
     assert (muon["nesterov"], muon["row_normalize"], muon["backend_steps"]) == (True, True, cfg.muon_backend_steps)
     assert (cfg.muon_variant, cfg.ns_coefficients) == ("eq_r", "polar_express_pr1344")
@@ -274,8 +235,8 @@ def test_muon_steps_match_the_record_in_float64(reference_dir, monkeypatch):
     """Three steps of its Muon (Nesterov, row normalization, Polar Express normalized by ||U|| + 1e-7,
     sqrt(max(1, rows/cols)) scale, decoupled wd) on two banks, against pgolf's matrix optimizer on the
     same matrices and gradients, momentum and lr changing between steps as its loop changes them."""
-    mod = record_module(reference_dir)
-    cfg = preset(PRESET)
+    mod = cases.load(CASE, reference_dir)
+    cfg = preset(CASE.preset)
     g = torch.Generator().manual_seed(0)
     banks = [torch.randn(2, 24, 16, generator=g, dtype=torch.float64),
              torch.randn(2, 16, 40, generator=g, dtype=torch.float64)]
@@ -320,12 +281,12 @@ def test_lr_schedule_and_switches_match_the_record(reference_dir):
     """Its train_model's training_frac and lr_mul (rebuilt from its code) against pgolf's schedule:
     progress = elapsed / (600 s - 0.5 s GPTQ reserve), lr multiplier max((1 - p) / 0.85, 0.1) in the
     last 85%; looping from progress 0.35; Muon momentum 0.92 -> 0.97 over 1500 steps."""
-    mod = record_module(reference_dir)
+    mod = cases.load(CASE, reference_dir)
     h = mod.Hyperparameters()
     cap_ms = 1e3 * h.max_wallclock_seconds - h.gptq_reserve_seconds * 1e3  # train_model's two lines
     frac_of = _nested(mod, mod.train_model, "training_frac", h=h, max_wallclock_ms=cap_ms)
     lr_mul = _nested(mod, mod.train_model, "lr_mul", h=h)
-    cfg = preset(PRESET)
+    cfg = preset(CASE.preset)
     for elapsed in (0.0, 30.0, 89.0, 89.925, 120.0, 209.825, 300.0, 450.0, 540.0, 590.0, 599.0, 599.5):
         step = int(elapsed * 8.33)  # its runs: about 4,994 steps in 599.5 s
         frac = frac_of(step, 1e3 * elapsed)
@@ -345,17 +306,13 @@ def test_lr_schedule_and_switches_match_the_record(reference_dir):
 
 
 def test_training_hyperparameters_are_the_launchs(reference_dir):
-    h = record_module(reference_dir).Hyperparameters()
-    cfg = preset(PRESET)
-    pairs = {"seq_len": "train_seq_len", "batch_tokens": "train_batch_tokens", "iterations": "iterations",
-             "warmup_steps": "warmup_steps", "warmdown_frac": "warmdown_frac", "min_lr_frac": "min_lr",
-             "tied_embed_lr": "tied_embed_lr", "matrix_lr": "matrix_lr", "scalar_lr": "scalar_lr",
-             "beta1": "beta1", "beta2": "beta2", "adam_eps": "adam_eps", "adam_wd": "adam_wd", "embed_wd": "embed_wd",
-             "muon_momentum": "muon_momentum", "muon_momentum_warmup_start": "muon_momentum_warmup_start",
-             "muon_momentum_warmup_steps": "muon_momentum_warmup_steps", "muon_backend_steps": "muon_backend_steps",
-             "muon_wd": "muon_wd", "grad_clip": "grad_clip_norm", "ema_decay": "ema_decay",
-             "recur_start_frac": "enable_looping_at", "seed": "seed"}
-    assert {k: getattr(cfg, k) for k in pairs} == {k: getattr(h, v) for k, v in pairs.items()}
+    h = cases.load(CASE, reference_dir).Hyperparameters()
+    cfg = preset(CASE.preset)
+    cases.assert_launch_pairs(cfg, h, {
+        **cases.LAUNCH_PAIRS, "warmdown_frac": "warmdown_frac", "min_lr_frac": "min_lr", "beta1": "beta1",
+        "beta2": "beta2", "adam_eps": "adam_eps", "adam_wd": "adam_wd", "embed_wd": "embed_wd",
+        "muon_backend_steps": "muon_backend_steps", "muon_wd": "muon_wd", "ema_decay": "ema_decay",
+        "recur_start_frac": "enable_looping_at"})
     assert cfg.max_seconds == h.max_wallclock_seconds - h.gptq_reserve_seconds
     assert cfg.ema_start_step == 0  # its EMA starts from the weights after the warm-up reset
     assert h.muon_row_normalize and not h.muon_huber_wd and not h.rope_yarn and not h.qk_gain_schedule
@@ -370,7 +327,7 @@ def test_training_hyperparameters_are_the_launchs(reference_dir):
                    "gate_window": "gate_window", "smear_gate": "smear_gate_enabled",
                    "parallel_lanes_from": "parallel_start_layer", "parallel_lane_out": "parallel_final_lane",
                    "recur_loops": "num_loops"}
-    assert {k: getattr(m, k) for k in model_pairs} == {k: getattr(h, v) for k, v in model_pairs.items()}
+    cases.assert_launch_pairs(m, h, model_pairs)
     assert list(m.recur_layers) == list(range(h.loop_start, h.loop_end + 1)) and m.recur_placement == "in_place"
     assert m.smear_kind == "window" and m.rope_ref_len == 0 and h.sparse_attn_gate_init_std == 0.0
     assert math.isclose(m.leaky_slope, 0.5) and m.activation == "leaky_relu2"

@@ -25,7 +25,7 @@ from pgolf.eval import EvalConfig, GradientAdapter, evaluate
 from pgolf.eval.adapters import block_lr_scale, select_params
 from pgolf.stages.run import EvalStep
 
-from . import test_pr264, test_pr366, test_pr861, test_pr1216, test_pr1406
+from . import cases, test_pr264, test_pr366, test_pr861, test_pr1216, test_pr1406
 from .record_export import seed_tables
 from .refimport import sources
 
@@ -105,8 +105,7 @@ def call_pr1406(mod: ModuleType, args: Any, rec: torch.nn.Module) -> Callable[[]
 @dataclasses.dataclass(frozen=True)
 class Seed:
     seed: str
-    module: ModuleType  # the record's model test: built_pair, small_args and its name map
-    name_map: Callable[[Any], Any]  # (pgolf TrainConfig) -> pgolf name -> record source(s)
+    case: cases.RecordCase  # the record's model test: its small shape and name map
     call: Callable[[ModuleType, Any, torch.nn.Module], Callable[[], Any]]
     schedule: str  # the record's lr over the evaluation, from its code
     epochs: Callable[[Any], int]
@@ -117,22 +116,22 @@ class Seed:
 
 SEEDS = [
     # ttt_adapt: one SGD over the whole validation set, lr never changed; batch 32 and clip 1.0 hard-coded
-    Seed("int5mlp-ttt", test_pr264, lambda cfg: test_pr264.same_name, call_pr264, "constant", lambda a: a.ttt_epochs, lambda a: 32,
+    Seed("int5mlp-ttt", test_pr264.CASE, call_pr264, "constant", lambda a: a.ttt_epochs, lambda a: 32,
          lambda a: 1.0),
     # ttt_adapt: SGD, first TTT_FREEZE_BLOCKS blocks frozen, lr never changed
-    Seed("backout", test_pr366, lambda cfg: test_pr366.same_name, call_pr366, "constant", lambda a: a.ttt_epochs,
+    Seed("backout", test_pr366.CASE, call_pr366, "constant", lambda a: a.ttt_epochs,
          lambda a: a.ttt_batch_seqs, lambda a: a.ttt_grad_clip),
     # eval_val_sliding_ttt: cos_lr = base_lr * 0.5 * (1 + cos(pi * ci / (num_chunks - 1))) per chunk;
     # AdamW's weight decay from TTT_ADAMW_WD, which run_training.sh sets to 0.0
-    Seed("int5-qat-ttt", test_pr861, lambda cfg: test_pr861.name_map, call_pr861, "cosine", lambda a: a.ttt_epochs,
+    Seed("int5-qat-ttt", test_pr861.CASE, call_pr861, "cosine", lambda a: a.ttt_epochs,
          lambda a: a.ttt_batch_seqs, lambda a: a.ttt_grad_clip, (("TTT_ADAMW_WD", "0.0"),)),
     # eval_val_sliding_ttt: SGD, the same cosine over chunks
-    Seed("banked-ve", test_pr1216, lambda cfg: test_pr1216.make_name_map(cfg.model.num_layers), call_pr1216,
+    Seed("banked-ve", test_pr1216.CASE, call_pr1216,
          "cosine", lambda a: a.ttt_epochs, lambda a: a.ttt_batch_seqs, lambda a: a.ttt_grad_clip),
     # ttt_adapt_adamw: AdamW, per-block lr 0.3x..1x on the parameters its blocks own (the banked matrices
     # are the GPT's, at the base lr); its CosineAnnealingLR runs over the epochs, pgolf's cosine over the
     # chunks (the legal, score-first form: docs/seeds.md)
-    Seed("recurrence", test_pr1406, lambda cfg: test_pr1406.make_name_map(cfg.model.num_layers), call_pr1406,
+    Seed("recurrence", test_pr1406.CASE, call_pr1406,
          "cosine", lambda a: a.ttt_epochs, lambda a: a.ttt_batch_seqs, lambda a: a.ttt_grad_clip),
 ]
 
@@ -150,8 +149,8 @@ def record_lrs(got: Captured, rec: torch.nn.Module) -> dict[str, float]:
 
 @pytest.mark.parametrize("spec", SEEDS, ids=[s.seed for s in SEEDS])
 def test_ttt_recipe_is_the_records(spec: Seed, reference_dir, monkeypatch):
-    mod, cfg, rec, model = spec.module.built_pair(reference_dir)
-    args = spec.module.small_args(mod)
+    mod, cfg, rec, model = cases.built_pair(spec.case, reference_dir)
+    args = cases.small_args(spec.case, mod)
     for key, value in spec.env:
         monkeypatch.setenv(key, value)
     got = capture(monkeypatch, spec.call(mod, args, rec))
@@ -169,11 +168,10 @@ def test_ttt_recipe_is_the_records(spec: Seed, reference_dir, monkeypatch):
     assert ttt.schedule == spec.schedule
 
     # the parameters that adapt, and each one's lr, through the model test's name map
-    name_map = spec.name_map(cfg)
     num_blocks = 1 + max(int(n.split(".")[1]) for n, _ in model.named_parameters() if n.startswith("blocks."))
     ours: dict[str, set[float]] = {}  # a record bank holds several pgolf tensors: each must get its lr
     for name, _ in select_params(model, ttt):
-        for src, _index in sources(name_map, name):
+        for src, _index in sources(spec.case.name_map, name):
             ours.setdefault(src, set()).add(ttt.lr * block_lr_scale(name, ttt, num_blocks))
     theirs = record_lrs(got, rec)
     assert sorted(ours) == sorted(theirs)
@@ -185,7 +183,7 @@ def test_ttt_recipe_is_the_records(spec: Seed, reference_dir, monkeypatch):
 def test_a_tiny_score_first_run_with_the_recipe(spec: Seed, reference_dir):
     """The seed's [eval] recipe, at a tiny window and chunk, on the seed preset's small model: it
     scores every position once, adapts on the scored chunks, and moves only the chosen parameters."""
-    _mod, _cfg, _rec, model = spec.module.built_pair(reference_dir)
+    _mod, _cfg, _rec, model = cases.built_pair(spec.case, reference_dir)
     cfg = dataclasses.replace(seed_eval(spec.seed), seq_len=32, stride=16, chunk_tokens=96, batch_seqs=8,
                               time_budget_s=0.0, autocast=False)
     cfg = dataclasses.replace(cfg, ttt=dataclasses.replace(cfg.ttt, epochs=min(cfg.ttt.epochs, 2)))
