@@ -128,3 +128,19 @@ def test_an_unreadable_launch_log_is_a_warning(launched, tmp_path, monkeypatch):
     result, doc = verify(*runs.values(), "--out", tmp_path / "v")
     assert [(c["verdict"], "is not a file" in c["detail"]) for c in stat3(doc)][0] == ("WARN", True), stat3(doc)
     assert "PASS" in [c["verdict"] for c in stat3(doc)]  # the run.json ledgers still judge
+
+
+def test_a_seed_launched_twice_is_a_warning_on_a_claim(launched, tmp_path, monkeypatch):
+    """Best of two launches of one seed is selection: the log shows the second launch (a resume is none)."""
+    runs, log = launched
+    lines = log.read_text().splitlines()
+    again = {**json.loads(lines[0]), "out": str(tmp_path / "rerun" / "train"), "started_utc": "2099-01-01T00:00:00Z"}
+    resumed = {**json.loads(lines[1]), "resume": True}
+    twice = tmp_path / "launches.jsonl"
+    twice.write_text("\n".join([*lines, json.dumps(again), json.dumps(resumed)]) + "\n")
+    monkeypatch.setenv("PGOLF_LAUNCH_LOG", str(twice))
+    result, doc = verify(*runs.values(), "--out", tmp_path / "v")
+    warns = [c for c in stat3(doc) if c["verdict"] == "WARN"]
+    assert len(warns) == 1 and "seed 1: 2 launches" in warns[0]["detail"], stat3(doc)
+    assert str(tmp_path / "rerun" / "train") in warns[0]["detail"] and "seed 2:" not in warns[0]["detail"]
+    assert "FAIL" not in [c["verdict"] for c in stat3(doc)]

@@ -154,6 +154,20 @@ def _log_missing(ev: Evidence) -> tuple[set[Any], list[str]]:
     return missing, where
 
 
+def _log_relaunched(ev: Evidence, reported: set[Any]) -> list[str]:
+    """Reported seeds the launch log records as freshly launched (not resumed) more than once with a
+    verified config: `seed 1337: 2 launches (/runs/a/train, /runs/b/train)`."""
+    log = ev.launch_log
+    if log is None:
+        return []
+    outs: dict[Any, list[str]] = {}
+    for x in log.entries:
+        if x.get("config_sha256") in log.verified and x.get("seed") in reported and not x.get("resume"):
+            outs.setdefault(x.get("seed"), []).append(str(x.get("out")))
+    return [f"seed {seed}: {len(o)} launches ({', '.join(o[:3])})" for seed, o in sorted(outs.items(), key=str)
+            if len(o) > 1]
+
+
 def launched_seeds(ev: Evidence) -> Results:
     """STAT-3: every seed the launch ledgers record as launched with the claimed config is among the runs
     verified: run.json `launches` of the verified runs, and pgolf's local launch log (every `pgolf train` and
@@ -195,6 +209,11 @@ def launched_seeds(ev: Evidence) -> Results:
     elif missing:
         out.append(result("STAT-3", INFO, f"no record claim; seed(s) {_seed_list(missing)} launched with this config "
                                           f"({ledgers}) are not among the runs verified{seen}"))
+    relaunched = _log_relaunched(ev, reported)
+    if relaunched and claimed:  # best of N launches of one seed is selection too; a crash and rerun is not
+        out.append(result("STAT-3", WARN, f"seed(s) launched more than once with this config (launch log "
+                                          f"{log.path if log else ''}): {'; '.join(relaunched)}; a claim must "
+                                          "report every launch, or say why a seed was re-run"))
     if unrecorded and ev.options.claim and not logged:
         out.append(result("STAT-3", WARN, f"no launch ledger records {', '.join(unrecorded)}: every run launched "
                                           "with its config must be reported"))
