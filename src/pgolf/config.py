@@ -206,6 +206,16 @@ def config_hash(cfg: Any) -> str:
 # ----------------------------------------------------------------------------- overrides
 
 
+def flat_items(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {"model.num_layers": 9, ...} (a non-dict is one item named `prefix`)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat_items(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def leaf_paths(cls: type, prefix: str = "") -> list[str]:
     """Every settable key of a config class, nested dataclasses expanded: ['model.num_layers', 'seed', ...]."""
     hints = field_types(cls)

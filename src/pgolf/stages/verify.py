@@ -46,6 +46,7 @@ from pgolf.artifacts.run_record import (
     launch_log_path,
     read_launch_log,
 )
+from pgolf.config import flat_items
 from pgolf.data.bpb import build_byte_tables as bpb_tables
 from pgolf.data.bpb import build_piece_table, lut_stream_bytes
 from pgolf.data.caseops import control_ids, decoded_original_bytes
@@ -571,10 +572,8 @@ def reproduce(seed: SeedEvidence, timeout: float = REPRO_TIMEOUT_S) -> Reproduct
     data the eval's lineage names, with the recorded eval config, on CPU unless the eval ran on CUDA and
     CUDA is here), read the fresh ledger, and leave the comparison to REPRO-1. None: no eval artifact."""
     import shlex
-    import subprocess
     import sys
     import tempfile
-    import time
 
     from pgolf.verify.checks.reproduce import tolerance
 
@@ -617,21 +616,10 @@ def reproduce(seed: SeedEvidence, timeout: float = REPRO_TIMEOUT_S) -> Reproduct
         shown = shlex.join(cmd)
         facts = ReproductionFacts("ran", shown, device=device, exact=exact, rel_tol=tolerance(exact, env, cfg))
         console.info(f"verify: re-executing the evaluation of {seed.name} ({ev.dir}) in a fresh process")
-        t0 = time.perf_counter()
-        try:
-            threads = env.get("num_threads")
-            penv = {**os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-                                     if device == "cpu" and isinstance(threads, int) and threads > 0 else {})}
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                                  stdin=subprocess.DEVNULL, env=penv)
-        except subprocess.TimeoutExpired:
-            facts.status, facts.reason = "cannot", f"the re-execution ran past {timeout:g} s"
-            return facts
-        facts.seconds = time.perf_counter() - t0
-        if proc.returncode != 0:
-            lines = [x for x in (proc.stderr or proc.stdout or "").splitlines() if x.strip()]
-            facts.status = "error"
-            facts.reason = f"pgolf ttt-eval exited {proc.returncode}: {lines[-1].strip() if lines else 'no output'}"
+        status, reason, facts.seconds = _run_fresh(cmd, env.get("num_threads") if device == "cpu" else None,
+                                                   timeout, "re-execution", "ttt-eval")
+        if status:
+            facts.status, facts.reason = status, reason
             return facts
         try:
             _, facts.entries, facts.summary = parse_ledger(read_ledger(out))
@@ -679,14 +667,28 @@ def recipe_toml(cfg: dict[str, Any], device: str = "cpu") -> str:
     return f"[model]\n{table(model)}\n[train]\n{table(train)}"
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as {"model.num_layers": 9, ...}."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
+def _run_fresh(cmd: list[str], threads: Any, timeout: float, what: str, command: str,
+               extra_env: dict[str, str] | None = None) -> tuple[str, str, float]:
+    """Run a re-execution (`pgolf COMMAND ...`) in a fresh process with the recorded thread count:
+    ("", "", seconds) when it exits 0; ("cannot", reason, seconds) past `timeout`; ("error", its last
+    output line, seconds) on a non-zero exit."""
+    import subprocess
+    import time
+
+    penv = {**os.environ, **(extra_env or {}),
+            **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+               if isinstance(threads, int) and threads > 0 else {})}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL, env=penv)
+    except subprocess.TimeoutExpired:
+        return "cannot", f"the {what} ran past {timeout:g} s", time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        lines = [x for x in (proc.stderr or proc.stdout or "").splitlines() if x.strip()]
+        return "error", f"pgolf {command} exited {proc.returncode}: {lines[-1].strip() if lines else 'no output'}", seconds
+    return "", "", seconds
 
 
 def _loss_curve(path: Path) -> dict[int, float]:
@@ -716,10 +718,8 @@ def reproduce_train(seed: SeedEvidence, *, max_seconds: float = REPRO_TRAIN_MAX_
     the data its lineage names, on the CPU, and compare the loss curve and the weights (REPRO-2 judges). None:
     no readable train artifact."""
     import shlex
-    import subprocess
     import sys
     import tempfile
-    import time
 
     from pgolf.verify.checks.reproduce import TRAIN_LOSS_REL_TOL, TRAIN_TENSOR_TOL, curve_diff, tensor_diff
 
@@ -772,22 +772,11 @@ def reproduce_train(seed: SeedEvidence, *, max_seconds: float = REPRO_TRAIN_MAX_
                           f"({str(recorded_src)[:12]}): compared within the tolerance; re-run with that pgolf to "
                           "require bit-identity")
         console.info(f"verify: re-training {seed.name} ({train.dir}) from its recorded recipe in a fresh process")
-        threads = env.get("num_threads")
-        penv = {**os.environ, "PGOLF_LAUNCH_LOG": "",  # a re-execution is no launch of the config (STAT-3)
-                **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-                   if isinstance(threads, int) and threads > 0 else {})}
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                                  stdin=subprocess.DEVNULL, env=penv)
-        except subprocess.TimeoutExpired:
-            facts.status, facts.reason = "cannot", f"the re-training ran past {timeout:g} s"
-            return facts
-        facts.seconds = time.perf_counter() - t0
-        if proc.returncode != 0:
-            lines = [x for x in (proc.stderr or proc.stdout or "").splitlines() if x.strip()]
-            facts.status = "error"
-            facts.reason = f"pgolf train exited {proc.returncode}: {lines[-1].strip() if lines else 'no output'}"
+        # a re-execution is no launch of the config (STAT-3): no line in the launch log
+        status, reason, facts.seconds = _run_fresh(cmd, env.get("num_threads"), timeout, "re-training", "train",
+                                                   {"PGOLF_LAUNCH_LOG": ""})
+        if status:
+            facts.status, facts.reason = status, reason
             return facts
         try:
             fresh = artifacts.read_manifest(out, "train")
@@ -797,8 +786,9 @@ def reproduce_train(seed: SeedEvidence, *, max_seconds: float = REPRO_TRAIN_MAX_
             facts.status, facts.reason = "error", f"the re-trained or the claimed model cannot be read ({e})"
             return facts
         # Every recorded key must be re-trained with its value (keys a newer pgolf added keep their defaults).
-        differ = [k for k, v in _flat(cfg).items() if k != "device" and _flat(fresh.config).get(k, v) != v]
-        if differ or not set(_flat(cfg)) <= set(_flat(fresh.config)):
+        recorded, redone = flat_items(cfg), flat_items(fresh.config)
+        differ = [k for k, v in recorded.items() if k != "device" and redone.get(k, v) != v]
+        if differ or not set(recorded) <= set(redone):
             shown_keys = ", ".join(differ[:4]) or "keys pgolf train no longer has"
             facts.status, facts.reason = "error", f"the re-training's config is not the recorded one ({shown_keys})"
             return facts

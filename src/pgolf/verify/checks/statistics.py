@@ -7,22 +7,13 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from pgolf.config import flat_items
 from pgolf.verify import significance as sig
 from pgolf.verify.checks.common import CLAIM_TOLERANCE, Results, n, reported_mismatch, stage_of
 from pgolf.verify.evidence import Evidence, FolderFacts, LaunchFacts, SeedEvidence
 from pgolf.verify.records import ledger_totals, seed_record
 from pgolf.verify.results import result, violation
 from pgolf.verify.rules import INFO, PASS, WARN
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
 
 # What may differ between seeds of one config: the seed, and the quantize stage's calibration
 # provenance recorded beside its config (paths and hashes of what it read; its settings are compared).
@@ -37,7 +28,7 @@ def config_signature(s: SeedEvidence) -> dict[str, Any]:
         if st is None:
             continue
         cfg = {k: v for k, v in st.config.items() if (kind, k) not in NOT_CONFIG}
-        sig_.update(_flat(cfg, kind))
+        sig_.update(flat_items(cfg, kind))
     d = stage_of(s, "data")
     if d is not None:
         for k in ("val_docs_sha256", "train_docs_sha256", "tokenizer_sha256", "val_tokens", "val_docs"):
